@@ -1,0 +1,168 @@
+"""The runner: recipe → method, data and a Lightning ``Trainer`` → ``fit``.
+
+Usage::
+
+    swav-train RECIPE.yaml [section.key=value ...]
+    python -m swav_plugin RECIPE.yaml [section.key=value ...]
+    swav-train --list            # registered components of every kind
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pytorch_lightning as pl
+import yaml
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from swav_plugin.host.data import DataModule
+from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.plugins import load_plugins
+from swav_plugin.host.recipe import build_component, call_with_kwargs, load_recipe, resolve_kwargs
+from swav_plugin.host.registry import REGISTRIES
+
+#: Trainer arguments the runner owns; a recipe configures them through ``run``.
+RUNNER_OWNED = {
+    "default_root_dir": "set run.output_dir instead",
+    "logger": "the runner logs to CSV in run.output_dir",
+    "callbacks": "the runner adds its own callbacks",
+}
+
+
+class RunOptions:
+    """The ``run`` section of a recipe.
+
+    Args:
+        output_dir: Directory for the resolved recipe, logs and checkpoints.
+        seed: Seed for every random number generator (and DataLoader workers); ``None``: none.
+    """
+
+    def __init__(self, output_dir: str = "runs/default", seed: int | None = 0) -> None:
+        self.output_dir = Path(output_dir)
+        self.seed = seed
+
+
+def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the ``trainer`` section against ``pl.Trainer``'s signature and types."""
+    for key, why in RUNNER_OWNED.items():
+        if key in section:
+            raise ConfigError(f"trainer.{key} cannot be set in a recipe: {why}")
+    checked = resolve_kwargs(pl.Trainer, section, "trainer")
+    return {k: v for k, v in checked.items() if k in section}
+
+
+def write_atomic(path: Path, write: Callable[[IO[str]], None]) -> None:
+    """Write ``path`` through a temporary file and a rename: never half a file on a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_yaml_atomic(data: Any, path: Path) -> None:
+    """Write ``data`` as YAML, atomically."""
+    write_atomic(path, lambda f: yaml.safe_dump(data, f, sort_keys=False))
+
+
+def save_json_atomic(data: Any, path: Path) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_atomic(path, lambda f: json.dump(data, f, indent=2))
+
+
+class RecipeCallback(Callback):
+    """Saves the resolved recipe beside the run and inside every checkpoint."""
+
+    def __init__(self, recipe: dict[str, Any], output_dir: Path) -> None:
+        self.recipe = recipe
+        self.output_dir = output_dir
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            save_yaml_atomic(self.recipe, self.output_dir / "recipe.yaml")
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["recipe"] = self.recipe
+
+
+def build(recipe: dict[str, Any]) -> tuple[pl.LightningModule, DataModule, pl.Trainer]:
+    """Build the method, the data and the trainer of a resolved recipe; writes nothing."""
+    options = RunOptions(**recipe["run"])
+    if options.seed is not None:
+        pl.seed_everything(options.seed, workers=True, verbose=False)
+    method = build_component(recipe["method"], "method")
+    data = call_with_kwargs(DataModule, recipe["data"], "data")
+    out = options.output_dir
+    # A re-run replaces last.ckpt; Lightning would otherwise write last-v1.ckpt beside it.
+    checkpoints = ModelCheckpoint(
+        dirpath=out / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False
+    )
+    try:
+        trainer = pl.Trainer(
+            **recipe["trainer"],
+            default_root_dir=out,
+            logger=CSVLogger(save_dir=out, name="", version=""),
+            callbacks=[checkpoints, RecipeCallback(recipe, out)],
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"trainer: {exc}") from exc
+    return method, data, trainer
+
+
+def run(recipe: dict[str, Any]) -> pl.Trainer:
+    """Train the method of a resolved recipe; returns the fitted trainer."""
+    method, data, trainer = build(recipe)
+    trainer.fit(method, datamodule=data)
+    return trainer
+
+
+def list_components() -> str:
+    """Registered components of every kind, one kind per line."""
+    return "\n".join(f"{kind}: {', '.join(reg.names())}" for kind, reg in REGISTRIES.items())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of ``swav-train``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="swav-train",
+        description="Train a self-supervised method from a YAML recipe.",
+        epilog="Overrides are dotted keys: trainer.max_epochs=5 data.batch_size=64",
+    )
+    parser.add_argument("recipe", nargs="?", help="path of the YAML recipe")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    parser.add_argument("--list", action="store_true", help="list registered components")
+    args = parser.parse_args(argv)
+    try:
+        load_plugins()
+        if args.list:
+            print(list_components())
+            return 0
+        if args.recipe is None:
+            parser.error("the recipe path is required")
+        recipe = load_recipe(args.recipe, args.overrides)
+        trainer = run(recipe)
+    except ConfigError as exc:
+        print(f"swav-train: error: {exc}", file=sys.stderr)
+        return 2
+    if trainer.is_global_zero:
+        print(f"swav-train: run written to {Path(recipe['run']['output_dir']).resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
