@@ -1,0 +1,136 @@
+"""Data sets by registry name. Each yields ``(PIL image, int label)`` and has ``classes``.
+
+CIFAR-10/100 and STL-10 come through torchvision (downloaded on first use when
+``download: true``); ``image_folder`` reads any ``root/split/class/image`` tree (ImageNet's
+layout); ``digits`` is scikit-learn's 8×8 hand-written digits, which ship inside the
+scikit-learn package and so need no download: the embedded default for demos and tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torchvision
+from PIL import Image
+from torch.utils.data import Dataset
+
+from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.registry import DATASETS
+
+
+class ImageArrayDataset(Dataset):
+    """Images held in memory as one ``uint8`` array of shape (N, H, W, 3)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+        self.images = images
+        self.labels = labels
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index]), int(self.labels[index])
+
+
+@DATASETS.register("digits")
+def digits(
+    split: Literal["train", "test", "all"] = "train",
+    image_size: int = 32,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> ImageArrayDataset:
+    """scikit-learn's 1,797 hand-written digits (10 classes), upsampled to ``image_size``.
+
+    The 8×8 grey images (values 0–16) are scaled to 0–255, resized bilinearly and repeated to
+    three channels. ``train`` / ``test`` are a stratified split fixed by ``seed``.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if image_size < 8:
+        raise ValueError(f"image_size must be at least 8, got {image_size}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    data = load_digits()
+    grey = np.clip(data.images * 16.0, 0, 255).astype(np.uint8)
+    images = np.stack(
+        [
+            np.asarray(Image.fromarray(g).resize((image_size, image_size), Image.BILINEAR))
+            for g in grey
+        ]
+    )
+    images = np.repeat(images[..., None], 3, axis=-1)
+    labels = data.target.astype(np.int64)
+    if split != "all":
+        train_idx, test_idx = train_test_split(
+            np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed
+        )
+        index = train_idx if split == "train" else test_idx
+        images, labels = images[index], labels[index]
+    return ImageArrayDataset(images, labels, [str(d) for d in range(10)])
+
+
+def _existing_root(root: str, download: bool) -> str:
+    if not download and not Path(root).is_dir():
+        raise ConfigError(
+            f"data directory '{root}' does not exist; set the dataset's root or download: true"
+        )
+    return root
+
+
+@DATASETS.register("cifar10")
+def cifar10(
+    root: str = "data", split: Literal["train", "test"] = "train", download: bool = True
+) -> Dataset:
+    """CIFAR-10 (50k train / 10k test, 32 px) through torchvision."""
+    return torchvision.datasets.CIFAR10(
+        _existing_root(root, download), train=split == "train", download=download
+    )
+
+
+@DATASETS.register("cifar100")
+def cifar100(
+    root: str = "data", split: Literal["train", "test"] = "train", download: bool = True
+) -> Dataset:
+    """CIFAR-100 (50k train / 10k test, 32 px) through torchvision."""
+    return torchvision.datasets.CIFAR100(
+        _existing_root(root, download), train=split == "train", download=download
+    )
+
+
+@DATASETS.register("stl10")
+def stl10(
+    root: str = "data",
+    split: Literal["train", "test", "unlabeled", "train+unlabeled"] = "unlabeled",
+    download: bool = True,
+) -> Dataset:
+    """STL-10 (96 px) through torchvision; ``unlabeled`` (100k) is the pretraining split.
+
+    Unlabeled images carry the label -1.
+    """
+    return torchvision.datasets.STL10(
+        _existing_root(root, download), split=split, download=download
+    )
+
+
+@DATASETS.register("image_folder")
+def image_folder(root: str, split: str | None = "train") -> Dataset:
+    """An ImageFolder tree ``root/split/class_name/image.jpg`` (ImageNet's layout).
+
+    ``split: null`` reads ``root/class_name/...`` directly.
+    """
+    path = Path(root) / split if split else Path(root)
+    if not path.is_dir():
+        raise ConfigError(f"image folder '{path}' does not exist; check the dataset's root/split")
+    try:
+        return torchvision.datasets.ImageFolder(str(path), loader=_rgb_loader)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"image folder '{path}': {exc}") from None
+
+
+def _rgb_loader(path: str) -> Image.Image:
+    with open(path, "rb") as f:
+        return Image.open(f).convert("RGB")
