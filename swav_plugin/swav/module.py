@@ -1,0 +1,251 @@
+"""The SwAV method: a LightningModule wiring backbone, head, queue and loss [0].
+
+One step: one backbone pass per crop resolution → head (unit-norm embeddings, prototype
+scores) → Sinkhorn codes of the crops for assignment (with the queue's recomputed scores
+when it is full) → swapped prediction loss → queue update. Around it: prototypes re-normalised
+before every step and frozen for ``head.freeze_prototypes_iters`` optimizer steps; LARS with
+a linear warm-up and a cosine decay to ``final_lr_ratio × lr`` (per step, as the official
+code), the learning rate scaled linearly with the global batch; no weight decay on
+normalisation layers and biases.
+
+- [0]: SwAV, 2020, https://arxiv.org/abs/2006.09882
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from lightly.models.utils import get_weight_decay_parameters
+from lightly.utils.lars import LARS
+from lightly.utils.scheduler import CosineWarmupScheduler
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.registry import METHODS
+from swav_plugin.swav.head import SwAVHead
+from swav_plugin.swav.loss import SwAVLoss
+from swav_plugin.swav.queue import SwAVQueue
+
+
+@METHODS.register("swav")
+class SwAV(pl.LightningModule):
+    """SwAV pretraining.
+
+    Args:
+        backbone: Feature extractor with a ``num_features`` attribute (e.g. ``resnet50``).
+        head: :class:`SwAVHead` (projection + prototypes).
+        loss: :class:`SwAVLoss`; default settings when omitted.
+        queue: :class:`SwAVQueue`, or ``None`` for no queue.
+        optimizer: ``lars`` (the paper's) or plain ``sgd``.
+        lr: Learning rate for a global batch of ``lr_batch_size``; scaled linearly.
+        lr_batch_size: The batch size ``lr`` refers to (official: 4.8 at 4096, i.e. 0.3 at 256).
+        final_lr_ratio: Final learning rate as a fraction of the peak (official: 1/1000).
+        warmup_epochs: Epochs of linear warm-up from 0 (may be fractional).
+        momentum: SGD momentum.
+        weight_decay: Weight decay (not applied to normalisation layers and biases).
+        lars_trust_coefficient: LARS trust coefficient η.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: SwAVHead,
+        loss: SwAVLoss | None = None,
+        queue: SwAVQueue | None = None,
+        optimizer: Literal["lars", "sgd"] = "lars",
+        lr: float = 0.6,
+        lr_batch_size: int = 256,
+        final_lr_ratio: float = 0.001,
+        warmup_epochs: float = 10.0,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-6,
+        lars_trust_coefficient: float = 0.001,
+    ) -> None:
+        super().__init__()
+        for name, value in (("lr", lr), ("lr_batch_size", lr_batch_size)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if not 0 <= final_lr_ratio <= 1:
+            raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
+        if warmup_epochs < 0 or weight_decay < 0 or momentum < 0:
+            raise ValueError("warmup_epochs, weight_decay and momentum must be 0 or more")
+        self.save_hyperparameters(ignore=["backbone", "head", "loss", "queue"])
+        self.backbone = backbone
+        self.head = head
+        self.loss = loss if loss is not None else SwAVLoss()
+        self.queue = queue
+        self._checked_batch = False
+
+    # -- start-up checks --------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        width = getattr(self.backbone, "num_features", self.head.input_dim)
+        if width != self.head.input_dim:
+            raise ConfigError(
+                f"the backbone outputs {width} features but head.input_dim is "
+                f"{self.head.input_dim}; set method.head.input_dim={width}"
+            )
+        if self.trainer.accumulate_grad_batches != 1:
+            raise ConfigError(
+                "gradient accumulation is on (trainer.accumulate_grad_batches="
+                f"{self.trainer.accumulate_grad_batches}) but Sinkhorn-Knopp would then balance "
+                "only micro-batches; use more devices or a queue instead and set it to 1"
+            )
+        datamodule = getattr(self.trainer, "datamodule", None)
+        crop_sizes = getattr(getattr(datamodule, "transform", None), "crop_sizes", None)
+        if crop_sizes is not None:
+            try:
+                self.loss.check_num_crops(len(crop_sizes))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.queue is not None and self.queue.length > 0:
+            self.queue.allocate(
+                len(self.loss.crops_for_assign),
+                self.queue.length // self.trainer.world_size,
+                self.head.output_dim,
+            )
+        batch_size = getattr(datamodule, "batch_size", None)
+        if batch_size is not None:
+            self._check_batch(batch_size)
+
+    def _check_batch(self, batch_size: int) -> None:
+        global_batch = batch_size * self.trainer.world_size
+        queue_length = self.queue.length if self.queue is not None else 0
+        if self.queue is not None and 0 < self.queue.local_length < batch_size:
+            raise ConfigError(
+                f"queue.length={queue_length} holds {self.queue.local_length} embeddings per "
+                f"rank, fewer than the per-device batch of {batch_size}; raise "
+                f"method.queue.length to at least {global_batch}"
+            )
+        for k in self.head.num_prototypes:
+            if global_batch + queue_length < k:
+                raise ConfigError(
+                    f"global batch {global_batch} + queue {queue_length} < {k} prototypes: the "
+                    "equipartition cannot hold (prototypes would go empty); lower "
+                    "method.head.num_prototypes or raise the batch size or method.queue.length"
+                )
+        self._checked_batch = True
+
+    def _check_unit_norm(self, embeddings: Tensor) -> None:
+        for name, vectors in (("embeddings", embeddings), ("prototypes", self._prototypes())):
+            norms = vectors.detach().float().norm(dim=1)
+            if not torch.allclose(norms, torch.ones_like(norms), atol=1e-2):
+                raise ConfigError(
+                    f"SwAV needs unit-norm {name} (norms range {norms.min():.3f}–"
+                    f"{norms.max():.3f}); L2-normalise them in the head"
+                )
+
+    def _prototypes(self) -> Tensor:
+        return torch.cat([p.weight for p in self.head.prototypes])
+
+    # -- optimisation -----------------------------------------------------------------
+
+    def global_batch_size(self) -> int:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        batch_size = getattr(datamodule, "batch_size", None)
+        if batch_size is None:
+            batch_size = self.trainer.train_dataloader.batch_size
+        return batch_size * self.trainer.world_size
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        total_steps = int(self.trainer.estimated_stepping_batches)  # loads the train loader
+        global_batch = self.global_batch_size()
+        lr = hp.lr * global_batch / hp.lr_batch_size
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        warmup_steps = min(total_steps, round(hp.warmup_epochs * steps_per_epoch))
+        decay, no_decay = get_weight_decay_parameters([self.backbone, self.head])
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if hp.optimizer == "lars":
+            optimizer: torch.optim.Optimizer = LARS(
+                groups,
+                lr=lr,
+                momentum=hp.momentum,
+                weight_decay=hp.weight_decay,
+                trust_coefficient=hp.lars_trust_coefficient,
+            )
+        else:
+            optimizer = torch.optim.SGD(
+                groups, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
+        scheduler = CosineWarmupScheduler(
+            optimizer,
+            warmup_epochs=warmup_steps,
+            max_epochs=total_steps,
+            end_value=hp.final_lr_ratio,
+        )
+        rank_zero_info(
+            f"SwAV: global batch {global_batch} ({global_batch // self.trainer.world_size} per "
+            f"device x {self.trainer.world_size}), lr {hp.lr} x {global_batch}/"
+            f"{hp.lr_batch_size} = {lr:g}, {warmup_steps} warm-up of {total_steps} steps, "
+            f"prototypes frozen for {self.head.freeze_prototypes_iters} steps"
+        )
+        schedule = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.head.normalize_prototypes()
+
+    def on_after_backward(self) -> None:
+        self.head.drop_prototype_grads(self.global_step)
+
+    # -- the step ---------------------------------------------------------------------
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Backbone features of a batch of images (for evaluation)."""
+        return self.backbone(images)
+
+    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
+        groups, labels = batch
+        batch_size = labels.shape[0]
+        if not self._checked_batch:
+            self._check_batch(batch_size)
+        features = torch.cat([self.backbone(g) for g in groups])
+        embeddings, scores = self.head(features)
+        if self.global_step == 0 and batch_idx == 0:
+            self._check_unit_norm(embeddings)
+
+        queue_scores = None
+        if self.queue is not None and self.queue.is_full():
+            with torch.no_grad():
+                queue_scores = self.head.prototype_scores(self.queue.embeddings)
+        out = self.loss(scores, batch_size, queue_scores)
+        if self.queue is not None and self.queue.is_filling(self.current_epoch):
+            num_crops = embeddings.shape[0] // batch_size
+            crops = embeddings.view(num_crops, batch_size, -1)
+            self.queue.push(crops[list(self.loss.crops_for_assign)])
+
+        self._log_step(out.loss, out.head_losses, scores, batch_size, queue_scores is not None)
+        return out.loss
+
+    def _log_step(
+        self,
+        loss: Tensor,
+        head_losses: list[Tensor],
+        scores: list[Tensor],
+        batch_size: int,
+        queue_used: bool,
+    ) -> None:
+        # Collapse shows in the network's own assignments, not in the codes (Sinkhorn forces
+        # those to be balanced), so usage is measured on softmax(scores / τ) of the assigned
+        # crops. loss / ln K stuck at 1.0 is the classic sign of collapse.
+        ks = self.head.num_prototypes
+        normalized = sum(h.detach() / math.log(k) for h, k in zip(head_losses, ks, strict=True))
+        first = scores[0].detach().float()
+        num_crops = first.shape[0] // batch_size
+        assigned = first.view(num_crops, batch_size, -1)[list(self.loss.crops_for_assign)]
+        assigned = assigned.reshape(-1, first.shape[1])
+        mean_p = torch.softmax(assigned / self.loss.temperature, dim=1).mean(0)
+        entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
+        used = torch.unique(assigned.argmax(1)).numel()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss_over_lnK", normalized / len(ks), prog_bar=True)
+        self.log("train/usage_entropy", entropy / math.log(ks[0]))
+        self.log("train/prototypes_used", float(used))
+        self.log("train/queue_in_use", float(queue_used))

@@ -1,0 +1,169 @@
+"""Multi-crop augmentation and the collate that groups crops by resolution (SwAV [0], §3.2).
+
+:class:`MultiCropTransform` turns one image into ``Σ count`` crops, group by group — the
+official ImageNet setting is 2 crops of 224 px at scale (0.14, 1) then 6 of 96 px at scale
+(0.05, 0.14) — each with a random resized crop, horizontal flip, colour distortion
+(jitter p = 0.8, grayscale p = 0.2), Gaussian blur and optional solarisation. Every
+augmentation parameter can be overridden per crop group.
+
+:class:`MultiCropCollate` stacks the crops of a batch crop-major and *by resolution*: one
+tensor per run of equal-sized crops, so the model runs one backbone pass per resolution, as
+the official code does, instead of one per crop.
+
+- [0]: SwAV, 2020, https://arxiv.org/abs/2006.09882
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision import transforms as T
+
+from swav_plugin.host.registry import COLLATES, TRANSFORMS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_CROPS = (
+    {"size": 224, "count": 2, "scale": (0.14, 1.0)},
+    {"size": 96, "count": 6, "scale": (0.05, 0.14)},
+)
+_GROUP_KEYS = ("size", "count", "scale")
+
+
+@TRANSFORMS.register("multicrop")
+class MultiCropTransform:
+    """``2 × global + V × local`` crops of one PIL image, as a list of normalised tensors.
+
+    Args:
+        crops: Crop groups in order, each ``{size, count, scale}`` plus, optionally, any of
+            the augmentation arguments below to override them for that group.
+        hflip_prob: Probability of a horizontal flip.
+        color_jitter_prob: Probability of applying colour jitter.
+        brightness, contrast, saturation, hue: Colour jitter strengths (applied in random
+            order, as torchvision does).
+        grayscale_prob: Probability of converting to grayscale.
+        blur_prob: Probability of a Gaussian blur (kernel ≈ 10 % of the crop size).
+        blur_sigma: Range of the blur's standard deviation in pixels.
+        solarize_prob: Probability of solarisation (threshold 128).
+        mean, std: Normalisation per channel.
+    """
+
+    def __init__(
+        self,
+        crops: Sequence[Mapping[str, Any]] = IMAGENET_CROPS,
+        hflip_prob: float = 0.5,
+        color_jitter_prob: float = 0.8,
+        brightness: float = 0.8,
+        contrast: float = 0.8,
+        saturation: float = 0.8,
+        hue: float = 0.2,
+        grayscale_prob: float = 0.2,
+        blur_prob: float = 0.5,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        solarize_prob: float = 0.0,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        defaults = {
+            "hflip_prob": hflip_prob,
+            "color_jitter_prob": color_jitter_prob,
+            "brightness": brightness,
+            "contrast": contrast,
+            "saturation": saturation,
+            "hue": hue,
+            "grayscale_prob": grayscale_prob,
+            "blur_prob": blur_prob,
+            "blur_sigma": blur_sigma,
+            "solarize_prob": solarize_prob,
+        }
+        if not crops:
+            raise ValueError("crops must list at least one crop group")
+        self.groups = [self._group(i, dict(g), defaults) for i, g in enumerate(crops)]
+        self.normalize = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+        self.pipelines = [self._pipeline(g) for g in self.groups]
+
+    @staticmethod
+    def _group(index: int, group: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        valid = (*_GROUP_KEYS, *defaults)
+        for key in group:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(
+                    f"crops[{index}]: unknown key '{key}'{hint} valid keys: {', '.join(valid)}"
+                )
+        missing = [k for k in _GROUP_KEYS if k not in group]
+        if missing:
+            raise ValueError(f"crops[{index}] lacks {', '.join(missing)}")
+        size, count, (low, high) = group["size"], group["count"], group["scale"]
+        if size < 1 or count < 1:
+            raise ValueError(f"crops[{index}]: size and count must be positive, got {group}")
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crops[{index}]: scale must satisfy 0 < min <= max <= 1, got {group}")
+        for key in ("hflip_prob", "color_jitter_prob", "grayscale_prob", "blur_prob"):
+            value = group.get(key, defaults[key])
+            if not 0 <= value <= 1:
+                raise ValueError(f"crops[{index}]: {key} must be in [0, 1], got {value}")
+        return {**defaults, **group}
+
+    @staticmethod
+    def _pipeline(g: dict[str, Any]) -> T.Compose:
+        jitter = T.ColorJitter(g["brightness"], g["contrast"], g["saturation"], g["hue"])
+        steps = [
+            T.RandomResizedCrop(g["size"], scale=tuple(g["scale"])),
+            T.RandomHorizontalFlip(g["hflip_prob"]),
+            T.RandomApply([jitter], p=g["color_jitter_prob"]),
+            T.RandomGrayscale(g["grayscale_prob"]),
+        ]
+        if g["blur_prob"] > 0:
+            kernel = max(3, int(0.1 * g["size"]) // 2 * 2 + 1)
+            blur = T.GaussianBlur(kernel, sigma=tuple(g["blur_sigma"]))
+            steps.append(T.RandomApply([blur], p=g["blur_prob"]))
+        if g["solarize_prob"] > 0:
+            steps.append(T.RandomSolarize(128, p=g["solarize_prob"]))
+        return T.Compose(steps)
+
+    @property
+    def crop_sizes(self) -> list[int]:
+        """The size of every crop, in output order."""
+        return [g["size"] for g in self.groups for _ in range(g["count"])]
+
+    def __call__(self, image: Image.Image) -> list[Tensor]:
+        image = image.convert("RGB")
+        return [
+            self.normalize(pipeline(image))
+            for pipeline, g in zip(self.pipelines, self.groups, strict=True)
+            for _ in range(g["count"])
+        ]
+
+
+@COLLATES.register("multicrop_collate")
+class MultiCropCollate:
+    """Batch ``[(crops, label), ...]`` into ``(groups, labels)``.
+
+    ``groups`` holds one tensor per run of consecutive equal-sized crops, shaped
+    ``(crops_in_run × B, C, H, W)`` and ordered crop-major (all images' crop 0, then crop 1,
+    ...), so that concatenating the backbone outputs of the groups gives every crop's
+    features in crop order.
+    """
+
+    def __call__(
+        self, samples: Sequence[tuple[Sequence[Tensor], int]]
+    ) -> tuple[list[Tensor], Tensor]:
+        num_crops = len(samples[0][0])
+        groups: list[Tensor] = []
+        start = 0
+        while start < num_crops:
+            shape = samples[0][0][start].shape
+            end = start + 1
+            while end < num_crops and samples[0][0][end].shape == shape:
+                end += 1
+            groups.append(torch.stack([s[0][c] for c in range(start, end) for s in samples]))
+            start = end
+        labels = torch.tensor([int(s[1]) for s in samples], dtype=torch.long)
+        return groups, labels

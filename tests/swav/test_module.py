@@ -1,0 +1,188 @@
+import copy
+import csv
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.recipe import resolve
+from swav_plugin.host.runner import build, run
+from swav_plugin.swav.module import SwAV
+
+
+def resolved(recipe, **changes):
+    recipe = copy.deepcopy(recipe)
+    for dotted, value in changes.items():
+        node = recipe
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return resolve(recipe)
+
+
+class PrototypeRecorder(pl.Callback):
+    """Records the prototypes each forward pass used, and the lr of every step."""
+
+    def __init__(self):
+        self.prototypes, self.lrs = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.prototypes.append(pl_module.head.prototypes[0].weight.detach().clone())
+
+
+def fit(recipe, *callbacks):
+    method, data, trainer = build(recipe)
+    trainer.callbacks.extend(callbacks)
+    trainer.fit(method, datamodule=data)
+    return method, trainer
+
+
+def test_trains_through_the_runner_and_writes_the_run(tiny_recipe, tmp_path):
+    trainer = run(resolve(tiny_recipe))
+    out = tmp_path / "run"
+    assert trainer.global_step == 3
+    assert (out / "recipe.yaml").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    metrics = (out / "metrics.csv").read_text().splitlines()
+    for key in ("train/loss", "train/loss_over_lnK", "train/usage_entropy",
+                "train/prototypes_used"):
+        assert key in metrics[0]
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["recipe"] == resolve(tiny_recipe)
+
+
+def test_prototypes_frozen_for_exactly_the_configured_steps(tiny_recipe):
+    recorder = PrototypeRecorder()
+    recipe = resolved(tiny_recipe, method__head__freeze_prototypes_iters=2,
+                      trainer__limit_train_batches=4, method__optimizer="sgd", method__lr=2.0,
+                      method__warmup_epochs=0)
+    fit(recipe, recorder)
+    p = recorder.prototypes  # p[i] = prototypes before step i
+    torch.testing.assert_close(p[1], p[0], atol=1e-6, rtol=0)  # step 0 frozen
+    torch.testing.assert_close(p[2], p[0], atol=1e-6, rtol=0)  # step 1 frozen
+    assert (p[3] - p[2]).abs().max() > 1e-3  # step 2 updates them
+    for weights in p:
+        torch.testing.assert_close(weights.norm(dim=1), torch.ones(len(weights)))
+
+
+def test_learning_rate_scaled_with_global_batch_and_warmed_up(tiny_recipe):
+    recorder = PrototypeRecorder()
+    recipe = resolved(tiny_recipe, method__lr=0.4, method__lr_batch_size=64,
+                      method__warmup_epochs=0.5, trainer__limit_train_batches=4)
+    fit(recipe, recorder)
+    peak = 0.4 * 32 / 64
+    # 4 steps, 2 of warm-up: linear to the peak, then cosine towards peak / 1000
+    assert recorder.lrs[0] == pytest.approx(peak / 2)
+    assert recorder.lrs[1] == pytest.approx(peak)
+    assert recorder.lrs[2] == pytest.approx(peak)
+    assert recorder.lrs[3] == pytest.approx(peak * (0.001 + 0.999 * (1 + math.cos(math.pi)) / 2))
+
+
+def test_no_weight_decay_on_norm_and_bias(tiny_recipe):
+    method, _ = fit(resolved(tiny_recipe, trainer__limit_train_batches=1))
+    optimizer = method.trainer.optimizers[0]
+    decayed, free = optimizer.param_groups
+    assert free["weight_decay"] == 0.0 and decayed["weight_decay"] > 0
+    free_ids = {id(p) for p in free["params"]}
+    assert id(method.head.projection[1].weight) in free_ids  # BatchNorm
+    assert id(method.head.projection[0].bias) in free_ids
+    assert id(method.head.projection[0].weight) not in free_ids
+    assert type(optimizer).__name__ == "LARS"
+
+
+def test_queue_fills_then_is_used_across_epochs(tiny_recipe):
+    recipe = resolved(tiny_recipe, method__queue__length=64, method__queue__start_epoch=1,
+                      trainer__max_epochs=3, trainer__limit_train_batches=3,
+                      method__head__num_prototypes=20)
+    method, trainer = fit(recipe)
+    with open(f"{trainer.logger.log_dir}/metrics.csv") as f:
+        used = [(int(r["epoch"]), float(r["train/queue_in_use"]))
+                for r in csv.DictReader(f) if r["train/queue_in_use"]]
+    by_epoch = {e: [u for ep, u in used if ep == e] for e in range(3)}
+    assert by_epoch[0] == [0.0, 0.0, 0.0]  # before start_epoch: not filled, not used
+    assert by_epoch[1] == [0.0, 0.0, 1.0]  # 2 batches of 32 fill 64, used from the 3rd
+    assert by_epoch[2] == [1.0, 1.0, 1.0]  # stays in use across the epoch boundary
+    assert method.queue.is_full()
+
+
+def test_queue_round_trips_through_a_checkpoint(tiny_recipe, tmp_path):
+    recipe = resolved(tiny_recipe, method__queue__length=64, method__queue__start_epoch=0,
+                      trainer__limit_train_batches=3)
+    method, trainer = fit(recipe)
+    from swav_plugin.evaluation.features import load_checkpoint
+
+    restored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt").method
+    torch.testing.assert_close(restored.queue.embeddings, method.queue.embeddings)
+    assert restored.queue.is_full() and method.queue.is_full()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"method__head__num_prototypes": 100},
+         "global batch 32 \\+ queue 0 < 100 prototypes: the equipartition cannot hold"),
+        ({"trainer__accumulate_grad_batches": 2}, "gradient accumulation is on"),
+        ({"method__head__input_dim": 2048},
+         "the backbone outputs 512 features but head.input_dim is 2048"),
+        ({"method__loss__crops_for_assign": [0, 4]},
+         "crops_for_assign=\\[0, 4\\] but there are only 4 crops"),
+        ({"method__queue__length": 16, "method__queue__start_epoch": 0},
+         "holds 16 embeddings per rank, fewer than the per-device batch of 32"),
+    ],
+)
+def test_start_up_checks(tiny_recipe, tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        fit(resolved(tiny_recipe, **changes))
+    assert not (tmp_path / "run" / "recipe.yaml").exists()
+
+
+def test_non_unit_norm_embeddings_are_refused():
+    class BadHead(torch.nn.Module):
+        input_dim, output_dim, num_prototypes, freeze_prototypes_iters = 4, 4, [4], 0
+
+        def __init__(self):
+            super().__init__()
+            self.prototypes = torch.nn.ModuleList([torch.nn.Linear(4, 4, bias=False)])
+
+        def forward(self, x):
+            return x * 3, [self.prototypes[0](x)]
+
+        def normalize_prototypes(self):
+            pass
+
+        def drop_prototype_grads(self, step):
+            return False
+
+    method = SwAV(backbone=torch.nn.Identity(), head=BadHead())
+    method._checked_batch = True
+    with pytest.raises(ConfigError, match="SwAV needs unit-norm embeddings"):
+        method._check_unit_norm(torch.randn(8, 4) * 3)
+
+
+def test_usable_from_plain_python_without_the_runner():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from swav_plugin.swav import SwAVHead, SwAVLoss
+    from swav_plugin.zoo.backbones import resnet18_cifar
+
+    class Crops(TensorDataset):
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return [x, x.flip(-1)], int(y)
+
+    from swav_plugin.swav import MultiCropCollate
+
+    data = Crops(torch.randn(16, 3, 8, 8), torch.zeros(16))
+    loader = DataLoader(data, batch_size=8, collate_fn=MultiCropCollate(), drop_last=True)
+    method = SwAV(backbone=resnet18_cifar(), head=SwAVHead(512, 16, 8, 8, 0), loss=SwAVLoss())
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(method, train_dataloaders=loader)
+    assert trainer.global_step == 2

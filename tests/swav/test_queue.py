@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from swav_plugin.swav.queue import SwAVQueue
+
+
+def filled_queue(length=6, batch=2, pushes=3, dim=4):
+    queue = SwAVQueue(length=length, start_epoch=0)
+    queue.allocate(num_crops=2, local_length=length, dim=dim)
+    batches = [torch.randn(2, batch, dim) for _ in range(pushes)]
+    for b in batches:
+        queue.push(b)
+    return queue, batches
+
+
+def test_fills_fifo_newest_first():
+    queue, batches = filled_queue(length=6, batch=2, pushes=2)
+    assert not queue.is_full()
+    queue.push(extra := torch.randn(2, 2, 4))
+    assert queue.is_full()
+    torch.testing.assert_close(queue.embeddings[:, :2], extra)
+    torch.testing.assert_close(queue.embeddings[:, 2:4], batches[1])
+    torch.testing.assert_close(queue.embeddings[:, 4:6], batches[0])
+    queue.push(newest := torch.randn(2, 2, 4))  # the oldest batch falls out
+    torch.testing.assert_close(queue.embeddings[:, 4:6], batches[1])
+    torch.testing.assert_close(queue.embeddings[:, :2], newest)
+
+
+def test_filling_starts_at_start_epoch():
+    queue = SwAVQueue(length=8, start_epoch=3)
+    queue.allocate(2, 8, 4)
+    assert [queue.is_filling(e) for e in range(5)] == [False, False, False, True, True]
+    assert not SwAVQueue(length=0).is_filling(10)
+
+
+def test_batch_larger_than_queue_is_an_error():
+    queue = SwAVQueue(length=4, start_epoch=0)
+    queue.allocate(1, 4, 3)
+    with pytest.raises(ValueError, match="make queue.length at least the global batch"):
+        queue.push(torch.randn(1, 5, 3))
+
+
+def test_state_dict_round_trip_restores_contents_and_fill_level():
+    queue, _ = filled_queue(length=6, batch=2, pushes=2)
+    restored = SwAVQueue(length=6, start_epoch=0)  # not yet allocated: shape comes from the file
+    restored.load_state_dict(queue.state_dict())
+    torch.testing.assert_close(restored.embeddings, queue.embeddings)
+    assert not restored.is_full()
+    restored.push(torch.randn(2, 2, 4))
+    assert restored.is_full()
+
+
+def test_allocate_keeps_restored_contents_of_the_right_shape():
+    queue, _ = filled_queue()
+    before = queue.embeddings.clone()
+    queue.allocate(2, 6, 4)
+    torch.testing.assert_close(queue.embeddings, before)
+    assert queue.is_full()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"length": -1}, "length must be 0"),
+                                                 ({"start_epoch": -2}, "start_epoch must be 0")])
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SwAVQueue(**kwargs)
