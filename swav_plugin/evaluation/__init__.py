@@ -1,0 +1,1 @@
+"""Evaluation of pretrained checkpoints: features, kNN (FAISS) and prototype plots."""

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from swav_plugin.evaluation.knn import knn_accuracy, knn_search
+
+
+def brute_force_knn(train, train_labels, test, test_labels, k, t, num_classes):
+    """Weighted kNN written out in NumPy: cosine similarity, top k, exp(s / t) votes."""
+    train = train / np.linalg.norm(train, axis=1, keepdims=True)
+    test = test / np.linalg.norm(test, axis=1, keepdims=True)
+    top1 = top5 = 0
+    for q, label in zip(test, test_labels, strict=True):
+        sims = train @ q
+        nearest = np.argsort(-sims, kind="stable")[:k]
+        votes = np.zeros(num_classes)
+        for j in nearest:
+            votes[train_labels[j]] += np.exp(sims[j] / t)
+        ranked = np.argsort(-votes, kind="stable")
+        top1 += ranked[0] == label
+        top5 += label in ranked[:5]
+    return 100 * top1 / len(test), 100 * top5 / len(test)
+
+
+def digits_features():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = data.data.astype(np.float32) + 1e-3  # real data; raw pixels as features
+    y = data.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    return x[order[:1200]], y[order[:1200]], x[order[1200:]], y[order[1200:]]
+
+
+@pytest.mark.parametrize("k", [1, 10, 20, 200])
+def test_matches_numpy_brute_force_on_real_data(k):
+    xtr, ytr, xte, yte = digits_features()
+    got = knn_accuracy(torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte),
+                       torch.from_numpy(yte), ks=[k], temperature=0.07)[k]
+    top1, top5 = brute_force_knn(xtr, ytr, xte, yte, k, 0.07, 10)
+    # one query is 100 / 597 = 0.17 %: the tolerance only absorbs float32 rounding
+    assert got["top1"] == pytest.approx(top1, abs=1e-4)
+    assert got["top5"] == pytest.approx(top5, abs=1e-4)
+    assert got["top1"] > 80  # raw digit pixels are a strong kNN baseline
+
+
+def test_search_returns_exact_neighbours():
+    bank = torch.nn.functional.normalize(torch.randn(500, 8), dim=1)
+    queries = bank[:5]
+    sims, idx = knn_search(bank, queries, 3)
+    assert idx[:, 0].tolist() == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(sims[:, 0], torch.ones(5))
+    expected = (queries @ bank.t()).topk(3, dim=1)
+    torch.testing.assert_close(sims, expected.values)
+
+
+def test_k_larger_than_bank_is_clamped():
+    bank, labels = torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 0])
+    result = knn_accuracy(bank, labels, bank, labels, ks=[200])
+    assert 0 <= result[200]["top1"] <= 100
+
+
+def test_temperature_must_be_positive():
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        knn_accuracy(torch.randn(4, 2), torch.zeros(4, dtype=torch.long), torch.randn(2, 2),
+                     torch.zeros(2, dtype=torch.long), temperature=0)
