@@ -1,0 +1,51 @@
+"""The README's main job end to end, shortened: train, kNN against random init, UMAP plot."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_pipeline(tmp_path):
+    out = tmp_path / "demo"
+    run("-m", "swav_plugin", "recipes/demo_digits.yaml", f"run.output_dir={out}",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.enable_progress_bar=false")
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file() and (out / "recipe.yaml").is_file()
+
+    printed = run("eval/knn.py", str(checkpoint), "--compare-random", "--k", "5", "20")
+    assert "pretrained" in printed and "random_init" in printed
+    result = json.loads((out / "eval" / "knn.json").read_text())
+    for name in ("pretrained", "random_init"):
+        assert set(result[name]) == {"5", "20"}
+        assert 0 <= result[name]["20"]["top1"] <= 100
+    assert result["pretrained"] != result["random_init"]  # the weights were really loaded
+
+    printed = run("eval/prototypes.py", str(checkpoint), "--max-points", "300")
+    assert f"plot written to {out / 'eval' / 'prototypes_umap.png'}" in printed
+    assert (out / "eval" / "prototypes_umap.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "eval" / "prototypes.json").read_text())
+    assert summary["num_prototypes"] == 60
+    assert summary["num_samples"] == 1347
+    assert sum(summary["samples_per_prototype"]) == 1347
+
+
+def test_eval_tools_reject_a_missing_checkpoint(tmp_path):
+    for tool in ("eval/knn.py", "eval/prototypes.py"):
+        proc = subprocess.run([sys.executable, tool, str(tmp_path / "none.ckpt")], cwd=ROOT,
+                              capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().endswith("does not exist; train first or fix the path")
+        assert "Traceback" not in proc.stderr
