@@ -4,6 +4,7 @@ Usage::
 
     swav-train RECIPE.yaml [section.key=value ...]
     python -m swav_plugin RECIPE.yaml [section.key=value ...]
+    swav-train RECIPE.yaml --dry-run [--steps N]   # rehearse before launch
     swav-train --list            # registered components of every kind
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -25,6 +27,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from swav_plugin.host.data import DataModule
+from swav_plugin.host.dry_run import StepRecord, dry_run
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import build_component, call_with_kwargs, load_recipe, resolve_kwargs
@@ -100,7 +103,9 @@ class RecipeCallback(Callback):
         checkpoint["recipe"] = self.recipe
 
 
-def build(recipe: dict[str, Any]) -> tuple[pl.LightningModule, DataModule, pl.Trainer]:
+def build(
+    recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()
+) -> tuple[pl.LightningModule, DataModule, pl.Trainer]:
     """Build the method, the data and the trainer of a resolved recipe; writes nothing."""
     options = RunOptions(**recipe["run"])
     if options.seed is not None:
@@ -117,7 +122,7 @@ def build(recipe: dict[str, Any]) -> tuple[pl.LightningModule, DataModule, pl.Tr
             **recipe["trainer"],
             default_root_dir=out,
             logger=CSVLogger(save_dir=out, name="", version=""),
-            callbacks=[checkpoints, RecipeCallback(recipe, out)],
+            callbacks=[checkpoints, RecipeCallback(recipe, out), *extra_callbacks],
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"trainer: {exc}") from exc
@@ -136,6 +141,17 @@ def list_components() -> str:
     return "\n".join(f"{kind}: {', '.join(reg.names())}" for kind, reg in REGISTRIES.items())
 
 
+def _dry_run_status(steps: list[StepRecord], expected: int) -> int:
+    if len(steps) != expected:
+        print(f"swav-train: dry run: {len(steps)} of {expected} steps ran", file=sys.stderr)
+        return 1
+    if not all(math.isfinite(s.loss) for s in steps):
+        print("swav-train: dry run: the loss is not finite", file=sys.stderr)
+        return 1
+    print("swav-train: dry run passed")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of ``swav-train``; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -146,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("recipe", nargs="?", help="path of the YAML recipe")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
     parser.add_argument("--list", action="store_true", help="list registered components")
-    args = parser.parse_args(argv)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="rehearse: random data, --steps optimizer steps on one device, "
+                             "shapes / time / memory printed, nothing written")
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps of a dry run")
+    args = parser.parse_intermixed_args(argv)  # options may follow the overrides
     try:
         load_plugins()
         if args.list:
@@ -155,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.recipe is None:
             parser.error("the recipe path is required")
         recipe = load_recipe(args.recipe, args.overrides)
+        if args.dry_run:
+            steps = dry_run(recipe, args.steps)
+            return _dry_run_status(steps, args.steps)
         trainer = run(recipe)
     except ConfigError as exc:
         print(f"swav-train: error: {exc}", file=sys.stderr)

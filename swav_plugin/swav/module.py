@@ -14,6 +14,7 @@ normalisation layers and biases.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -29,6 +30,40 @@ from swav_plugin.host.registry import METHODS
 from swav_plugin.swav.head import SwAVHead
 from swav_plugin.swav.loss import SwAVLoss
 from swav_plugin.swav.queue import SwAVQueue
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The values a run derives from its recipe and launch: what a user must check first."""
+
+    global_batch: int
+    lr: float  # after linear scaling with the global batch
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def derive(
+        cls,
+        *,
+        batch_size: int,
+        world_size: int,
+        steps_per_epoch: int,
+        max_epochs: int,
+        lr: float,
+        lr_batch_size: int,
+        warmup_epochs: float,
+    ) -> TrainingPlan:
+        """Global batch = per-device batch × world size; lr scaled by global / ``lr_batch_size``."""
+        global_batch = batch_size * world_size
+        total_steps = steps_per_epoch * max_epochs
+        return cls(
+            global_batch=global_batch,
+            lr=lr * global_batch / lr_batch_size,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+            warmup_steps=min(total_steps, round(warmup_epochs * steps_per_epoch)),
+        )
 
 
 @METHODS.register("swav")
@@ -79,6 +114,14 @@ class SwAV(pl.LightningModule):
         self.loss = loss if loss is not None else SwAVLoss()
         self.queue = queue
         self._checked_batch = False
+        #: The world size of the launch this run rehearses (set by the runner's dry run, which
+        #: runs on one device); ``None``: the trainer's own world size.
+        self.planned_world_size: int | None = None
+
+    @property
+    def world_size(self) -> int:
+        """Processes the global batch is spread over (the launch's, in a dry run)."""
+        return self.planned_world_size or self.trainer.world_size
 
     # -- start-up checks --------------------------------------------------------------
 
@@ -107,7 +150,7 @@ class SwAV(pl.LightningModule):
         if self.queue is not None and self.queue.length > 0:
             self.queue.allocate(
                 len(self.loss.crops_for_assign),
-                self.queue.length // self.trainer.world_size,
+                self.queue.length // self.world_size,
                 self.head.output_dim,
             )
         batch_size = getattr(datamodule, "batch_size", None)
@@ -115,7 +158,7 @@ class SwAV(pl.LightningModule):
             self._check_batch(batch_size)
 
     def _check_batch(self, batch_size: int) -> None:
-        global_batch = batch_size * self.trainer.world_size
+        global_batch = batch_size * self.world_size
         queue_length = self.queue.length if self.queue is not None else 0
         if self.queue is not None and 0 < self.queue.local_length < batch_size:
             raise ConfigError(
@@ -146,20 +189,29 @@ class SwAV(pl.LightningModule):
 
     # -- optimisation -----------------------------------------------------------------
 
-    def global_batch_size(self) -> int:
+    def training_plan(self) -> TrainingPlan:
+        """Global batch, scaled learning rate and step counts of this run."""
         datamodule = getattr(self.trainer, "datamodule", None)
         batch_size = getattr(datamodule, "batch_size", None)
         if batch_size is None:
             batch_size = self.trainer.train_dataloader.batch_size
-        return batch_size * self.trainer.world_size
+        total_steps = int(self.trainer.estimated_stepping_batches)  # loads the train loader
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        hp = self.hparams
+        return TrainingPlan.derive(
+            batch_size=batch_size,
+            world_size=self.world_size,
+            steps_per_epoch=max(1, total_steps // max_epochs),
+            max_epochs=max_epochs,
+            lr=hp.lr,
+            lr_batch_size=hp.lr_batch_size,
+            warmup_epochs=hp.warmup_epochs,
+        )
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        total_steps = int(self.trainer.estimated_stepping_batches)  # loads the train loader
-        global_batch = self.global_batch_size()
-        lr = hp.lr * global_batch / hp.lr_batch_size
-        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
-        warmup_steps = min(total_steps, round(hp.warmup_epochs * steps_per_epoch))
+        plan = self.training_plan()
+        lr, total_steps, warmup_steps = plan.lr, plan.total_steps, plan.warmup_steps
         decay, no_decay = get_weight_decay_parameters([self.backbone, self.head])
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         if hp.optimizer == "lars":
@@ -180,9 +232,10 @@ class SwAV(pl.LightningModule):
             max_epochs=total_steps,
             end_value=hp.final_lr_ratio,
         )
+        global_batch = plan.global_batch
         rank_zero_info(
-            f"SwAV: global batch {global_batch} ({global_batch // self.trainer.world_size} per "
-            f"device x {self.trainer.world_size}), lr {hp.lr} x {global_batch}/"
+            f"SwAV: global batch {global_batch} ({global_batch // self.world_size} per "
+            f"device x {self.world_size}), lr {hp.lr} x {global_batch}/"
             f"{hp.lr_batch_size} = {lr:g}, {warmup_steps} warm-up of {total_steps} steps, "
             f"prototypes frozen for {self.head.freeze_prototypes_iters} steps"
         )
