@@ -82,7 +82,8 @@ def plot_umap(
     n = len(report.embeddings)
     sample = rng.choice(n, size=min(n, max_points), replace=False)
     points = np.concatenate([report.prototypes, report.embeddings[sample]])
-    xy = umap.UMAP(metric="cosine", random_state=seed, n_neighbors=15).fit_transform(points)
+    reducer = umap.UMAP(metric="cosine", random_state=seed, n_neighbors=15, n_jobs=1)
+    xy = reducer.fit_transform(points)
     k = len(report.prototypes)
     protos, emb = xy[:k], xy[k:]
 
