@@ -47,11 +47,20 @@ class RunOptions:
     Args:
         output_dir: Directory for the resolved recipe, logs and checkpoints.
         seed: Seed for every random number generator (and DataLoader workers); ``None``: none.
+        resume_from: A checkpoint of this recipe to continue from (model, optimizer, schedule,
+            loop position and the method's own state, e.g. SwAV's per-rank queues).
     """
 
-    def __init__(self, output_dir: str = "runs/default", seed: int | None = 0) -> None:
+    def __init__(
+        self, output_dir: str = "runs/default", seed: int | None = 0, resume_from: str | None = None
+    ) -> None:
+        if resume_from is not None and not Path(resume_from).is_file():
+            raise ConfigError(
+                f"run.resume_from: checkpoint '{resume_from}' does not exist; fix the path"
+            )
         self.output_dir = Path(output_dir)
         self.seed = seed
+        self.resume_from = resume_from
 
 
 def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,7 +141,7 @@ def build(
 def run(recipe: dict[str, Any]) -> pl.Trainer:
     """Train the method of a resolved recipe; returns the fitted trainer."""
     method, data, trainer = build(recipe)
-    trainer.fit(method, datamodule=data)
+    trainer.fit(method, datamodule=data, ckpt_path=recipe["run"].get("resume_from"))
     return trainer
 
 

@@ -24,6 +24,7 @@ from lightly.utils.lars import LARS
 from lightly.utils.scheduler import CosineWarmupScheduler
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.registry import METHODS
@@ -113,6 +114,12 @@ class SwAV(pl.LightningModule):
         self.head = head
         self.loss = loss if loss is not None else SwAVLoss()
         self.queue = queue
+        if queue is not None:
+            # DDP broadcasts rank 0's buffers at wrap time and before every forward; the queues
+            # are per rank (each holds its own rank's embeddings), so DDP must leave them alone.
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self, [f"queue.{name}" for name, _ in queue.named_buffers()]
+            )
         self._checked_batch = False
         #: The world size of the launch this run rehearses (set by the runner's dry run, which
         #: runs on one device); ``None``: the trainer's own world size.
@@ -191,11 +198,11 @@ class SwAV(pl.LightningModule):
 
     def training_plan(self) -> TrainingPlan:
         """Global batch, scaled learning rate and step counts of this run."""
+        total_steps = int(self.trainer.estimated_stepping_batches)  # loads the train loader
         datamodule = getattr(self.trainer, "datamodule", None)
         batch_size = getattr(datamodule, "batch_size", None)
         if batch_size is None:
             batch_size = self.trainer.train_dataloader.batch_size
-        total_steps = int(self.trainer.estimated_stepping_batches)  # loads the train loader
         max_epochs = max(1, self.trainer.max_epochs or 1)
         hp = self.hparams
         return TrainingPlan.derive(
@@ -241,6 +248,34 @@ class SwAV(pl.LightningModule):
         )
         schedule = {"scheduler": scheduler, "interval": "step"}
         return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    # -- checkpoints: the queue of every rank -----------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning writes rank 0's state dict, but each rank's queue holds different
+        # embeddings: gather them all (every rank runs this hook), one row per rank.
+        if self.queue is None or self.queue.local_length == 0:
+            return
+        queues = {"embeddings": self.queue.embeddings, "filled": self.queue.filled}
+        if self.trainer.world_size > 1:
+            queues = {k: self.all_gather(v) for k, v in queues.items()}
+        else:
+            queues = {k: v.unsqueeze(0) for k, v in queues.items()}
+        checkpoint["swav_queues"] = {k: v.detach().cpu() for k, v in queues.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        queues = checkpoint.get("swav_queues")
+        if queues is None:
+            return
+        trainer = getattr(self, "_trainer", None)
+        rank = trainer.global_rank if trainer is not None else 0
+        state = checkpoint["state_dict"]
+        if rank < len(queues["filled"]):
+            state["queue.embeddings"] = queues["embeddings"][rank]
+            state["queue.filled"] = queues["filled"][rank]
+        else:  # more ranks than when saved: this rank's queue starts empty
+            state["queue.embeddings"] = torch.zeros_like(queues["embeddings"][0])
+            state["queue.filled"] = torch.zeros_like(queues["filled"][0])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.head.normalize_prototypes()
@@ -297,8 +332,17 @@ class SwAV(pl.LightningModule):
         mean_p = torch.softmax(assigned / self.loss.temperature, dim=1).mean(0)
         entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
         used = torch.unique(assigned.argmax(1)).numel()
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/loss_over_lnK", normalized / len(ks), prog_bar=True)
-        self.log("train/usage_entropy", entropy / math.log(ks[0]))
-        self.log("train/prototypes_used", float(used))
-        self.log("train/queue_in_use", float(queue_used))
+        # sync_dist: under DDP the logged values are means over the ranks, not rank 0's.
+        self.log_dict(
+            {"train/loss": loss, "train/loss_over_lnK": normalized / len(ks)},
+            prog_bar=True,
+            sync_dist=True,
+        )
+        self.log_dict(
+            {
+                "train/usage_entropy": entropy / math.log(ks[0]),
+                "train/prototypes_used": float(used),
+                "train/queue_in_use": float(queue_used),
+            },
+            sync_dist=True,
+        )

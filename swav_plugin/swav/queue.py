@@ -6,8 +6,9 @@ prototypes at every step and put in front of the batch's scores before Sinkhorn-
 the equipartition is taken over more samples than one batch holds; only the batch's codes are
 used. The queue is filled from ``start_epoch`` on, is used only once full (and then stays in
 use, across epoch boundaries), and receives the batch's embeddings after the codes were
-computed. It is a buffer of the module: it moves with the model to its device and is saved in,
-and restored from, checkpoints.
+computed. It is a buffer of the module, so it moves with the model to its device; under DDP
+it is excluded from DDP's buffer broadcast (each rank keeps its own), and :class:`SwAV` saves
+the queues of all ranks in a checkpoint and gives each rank its own back on restore.
 
 - [0]: SwAV, 2020, https://arxiv.org/abs/2006.09882 (official bs-256 recipe: 3840, epoch 15)
 """

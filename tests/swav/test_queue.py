@@ -63,3 +63,26 @@ def test_allocate_keeps_restored_contents_of_the_right_shape():
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SwAVQueue(**kwargs)
+
+
+def test_each_rank_restores_its_own_row_of_the_saved_queues():
+    from types import SimpleNamespace
+
+    from swav_plugin.swav.head import SwAVHead
+    from swav_plugin.swav.module import SwAV
+
+    method = SwAV(backbone=torch.nn.Flatten(), head=SwAVHead(input_dim=4, hidden_dim=0,
+                                                             output_dim=4, num_prototypes=3),
+                  queue=SwAVQueue(length=4, start_epoch=0))
+    method.queue.allocate(1, 2, 4)
+    saved = {"embeddings": torch.arange(16.0).view(2, 1, 2, 4),  # two ranks' queues
+             "filled": torch.tensor([2, 1])}
+    for rank, expected_filled in ((1, 1), (2, 0)):  # rank 2: the run grew beyond the saved
+        method._trainer = SimpleNamespace(global_rank=rank)
+        checkpoint = {"state_dict": method.state_dict(), "swav_queues": saved}
+        method.on_load_checkpoint(checkpoint)
+        method.load_state_dict(checkpoint["state_dict"])
+        expected = saved["embeddings"][rank] if rank < 2 else torch.zeros(1, 2, 4)
+        assert torch.equal(method.queue.embeddings, expected)
+        assert int(method.queue.filled) == expected_filled
+        assert method.queue.is_full() == (expected_filled == 2)
