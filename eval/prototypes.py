@@ -14,13 +14,8 @@ from pathlib import Path
 
 import torch
 
-from swav_plugin.evaluation.features import (
-    dataset_from_recipe,
-    eval_transform_from_recipe,
-    extract_features,
-    load_checkpoint,
-)
-from swav_plugin.evaluation.prototypes import Embedder, plot_umap, prototype_report
+from swav_plugin.evaluation.features import features_of, load_checkpoint
+from swav_plugin.evaluation.prototypes import plot_umap, prototype_report
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.runner import save_json_atomic
 
@@ -34,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", help="output directory (default: RUN/eval)")
+    parser.add_argument("--cache-dir", help="feature cache (default: RUN/eval/cache)")
+    parser.add_argument("--no-cache", action="store_true", help="extract without caching")
     args = parser.parse_args(argv)
+    run_dir = Path(args.checkpoint).parent.parent
+    cache_dir = None if args.no_cache else (args.cache_dir or run_dir / "eval" / "cache")
     try:
         pretrained = load_checkpoint(args.checkpoint)
         method = pretrained.method
@@ -45,20 +44,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"--head {args.head} does not exist; the checkpoint has "
                 f"{len(method.head.prototypes)} prototype set(s)"
             )
-        dataset = dataset_from_recipe(pretrained.recipe, args.split)
-        transform = eval_transform_from_recipe(pretrained.recipe)
+        embeddings, labels = features_of(pretrained, args.split, "embeddings", cache_dir,
+                                         args.batch_size, device=args.device)
     except ConfigError as exc:
         print(f"prototypes: error: {exc}", file=sys.stderr)
         return 2
-    embeddings, labels = extract_features(
-        Embedder(method.backbone, method.head), dataset, transform, args.batch_size,
-        device=args.device, desc=f"embeddings {args.split}",
-    )
     with torch.no_grad():
         prototypes = method.head.prototypes[args.head].weight.detach().cpu()
     report = prototype_report(embeddings, labels, prototypes)
     summary = report.summary()
-    output = Path(args.output or Path(args.checkpoint).parent.parent / "eval")
+    output = Path(args.output or run_dir / "eval")
     plot_umap(report, output / "prototypes_umap.png", max_points=args.max_points)
     save_json_atomic({"checkpoint": str(args.checkpoint), "split": args.split, **summary},
                      output / "prototypes.json")

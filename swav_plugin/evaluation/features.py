@@ -3,14 +3,17 @@
 A checkpoint written by the runner carries its resolved recipe, so the method is rebuilt from
 the same registries and its weights loaded with ``torch.load(weights_only=True)`` (no pickled
 code can run). Data sets come from the recipe's ``dataset`` node with the split replaced.
+:func:`features_of` extracts backbone features or head embeddings (mixed precision on a GPU)
+and caches them on disk (:mod:`swav_plugin.evaluation.cache`), so that a second tool on the
+same checkpoint, data set, split and transform does not extract again.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -18,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from swav_plugin.evaluation.cache import FeatureCache, cache_key, file_digest
 from swav_plugin.host.data import TransformedDataset
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
@@ -30,6 +34,27 @@ class Pretrained:
 
     method: nn.Module
     recipe: dict[str, Any]
+    checkpoint: Path
+    init: str  # "trained", or "random:SEED" for the random-initialisation baseline
+    _digest: str = field(default="", repr=False)
+
+    def digest(self) -> str:
+        """SHA-256 of the checkpoint file (computed once)."""
+        if not self._digest:
+            self._digest = file_digest(self.checkpoint)
+        return self._digest
+
+
+class Embedder(nn.Module):
+    """Backbone → head projection: the unit-norm embeddings that meet the prototypes."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))[0]
 
 
 def load_checkpoint(path: str | Path, random_init: bool = False, seed: int = 0) -> Pretrained:
@@ -49,7 +74,8 @@ def load_checkpoint(path: str | Path, random_init: bool = False, seed: int = 0) 
     method = build_component(recipe["method"], "method")
     if not random_init:
         method.load_state_dict(checkpoint["state_dict"])
-    return Pretrained(method.eval(), recipe)
+    init = f"random:{seed}" if random_init else "trained"
+    return Pretrained(method.eval(), recipe, path, init)
 
 
 def dataset_from_recipe(recipe: dict[str, Any], split: str) -> Dataset:
@@ -59,8 +85,8 @@ def dataset_from_recipe(recipe: dict[str, Any], split: str) -> Dataset:
     return build_component(resolve_component(node, "dataset", "dataset"), "dataset")
 
 
-def eval_transform_from_recipe(recipe: dict[str, Any]) -> Any:
-    """Centre-crop transform at the recipe's largest crop size with its normalisation."""
+def eval_transform_node(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The resolved ``center_crop`` node for a recipe: its largest crop size, its normalisation."""
     train = recipe["data"].get("transform") or {}
     crops = train.get("crops") or [{"size": 224}]
     size = max(int(c["size"]) for c in crops)
@@ -68,7 +94,12 @@ def eval_transform_from_recipe(recipe: dict[str, Any]) -> Any:
     for key in ("mean", "std"):
         if key in train:
             node[key] = train[key]
-    return build_component(resolve_component(node, "transform", "transform"), "transform")
+    return resolve_component(node, "transform", "transform")
+
+
+def eval_transform_from_recipe(recipe: dict[str, Any]) -> Any:
+    """Centre-crop transform at the recipe's largest crop size with its normalisation."""
+    return build_component(eval_transform_node(recipe), "transform")
 
 
 @torch.no_grad()
@@ -85,9 +116,54 @@ def extract_features(
     loader = DataLoader(
         TransformedDataset(dataset, transform), batch_size=batch_size, num_workers=num_workers
     )
+    device = torch.device(device)
     model = model.to(device).eval()
     features, labels = [], []
-    for images, targets in tqdm(loader, desc=desc, leave=False):
-        features.append(model(images.to(device)).float().cpu())
-        labels.append(torch.as_tensor(targets))
+    # bf16 autocast on a GPU: the backbone's cost halves, the features are returned in fp32
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for images, targets in tqdm(loader, desc=desc, leave=False):
+            features.append(model(images.to(device, non_blocking=True)).float().cpu())
+            labels.append(torch.as_tensor(targets))
     return torch.cat(features), torch.cat(labels)
+
+
+def features_of(
+    pretrained: Pretrained,
+    split: str,
+    output: Literal["backbone", "embeddings"] = "backbone",
+    cache_dir: str | Path | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """Backbone features or head embeddings of a recipe's split, through the on-disk cache.
+
+    ``cache_dir=None`` extracts without caching.
+    """
+    recipe = pretrained.recipe
+    dataset = dataset_from_recipe(recipe, split)
+    transform_node = eval_transform_node(recipe)
+    method = pretrained.method
+    if output == "embeddings":
+        if not hasattr(method, "head"):
+            raise ConfigError(f"'{pretrained.checkpoint}' holds no head to embed with")
+        model: nn.Module = Embedder(method.backbone, method.head)
+    else:
+        model = method.backbone
+    desc = f"{output} {split} ({pretrained.init})"
+    if cache_dir is None:
+        return extract_features(model, dataset, build_component(transform_node, "transform"),
+                                batch_size, num_workers, device, desc)
+    key = cache_key({"checkpoint": pretrained.digest(), "init": pretrained.init,
+                     "dataset": recipe["data"]["dataset"], "split": split,
+                     "transform": transform_node, "output": output, "samples": len(dataset)})
+    cache = FeatureCache(cache_dir)
+    cached = cache.load(key)
+    if cached is not None:
+        return cached
+    features, labels = extract_features(
+        model, dataset, build_component(transform_node, "transform"), batch_size, num_workers,
+        device, desc,
+    )
+    cache.save(key, features, labels)
+    return features, labels

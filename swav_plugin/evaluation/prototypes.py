@@ -14,19 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
-
-class Embedder(nn.Module):
-    """Backbone → head projection: the unit-norm embeddings that meet the prototypes."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.backbone(images))[0]
+from torch import Tensor
 
 
 @dataclass

@@ -310,6 +310,8 @@ class SwAV(pl.LightningModule):
             self.queue.push(crops[list(self.loss.crops_for_assign)])
 
         self._log_step(out.loss, out.head_losses, scores, batch_size, queue_scores is not None)
+        # the scheduled, batch-scaled rate: a wrong device count shows here at once
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return out.loss
 
     def _log_step(

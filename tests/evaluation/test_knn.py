@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from swav_plugin.evaluation.knn import knn_accuracy, knn_search
+from swav_plugin.evaluation.knn import (
+    faiss_search,
+    knn_accuracy,
+    knn_search,
+    recall_at_k,
+    torch_search,
+)
 
 
 def brute_force_knn(train, train_labels, test, test_labels, k, t, num_classes):
@@ -10,6 +16,7 @@ def brute_force_knn(train, train_labels, test, test_labels, k, t, num_classes):
     train = train / np.linalg.norm(train, axis=1, keepdims=True)
     test = test / np.linalg.norm(test, axis=1, keepdims=True)
     top1 = top5 = 0
+    per_class = np.zeros((num_classes, 2))  # hits, count
     for q, label in zip(test, test_labels, strict=True):
         sims = train @ q
         nearest = np.argsort(-sims, kind="stable")[:k]
@@ -19,7 +26,8 @@ def brute_force_knn(train, train_labels, test, test_labels, k, t, num_classes):
         ranked = np.argsort(-votes, kind="stable")
         top1 += ranked[0] == label
         top5 += label in ranked[:5]
-    return 100 * top1 / len(test), 100 * top5 / len(test)
+        per_class[label] += (ranked[0] == label, 1)
+    return 100 * top1 / len(test), 100 * top5 / len(test), 100 * per_class[:, 0] / per_class[:, 1]
 
 
 def digits_features():
@@ -38,10 +46,11 @@ def test_matches_numpy_brute_force_on_real_data(k):
     xtr, ytr, xte, yte = digits_features()
     got = knn_accuracy(torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte),
                        torch.from_numpy(yte), ks=[k], temperature=0.07)[k]
-    top1, top5 = brute_force_knn(xtr, ytr, xte, yte, k, 0.07, 10)
+    top1, top5, per_class = brute_force_knn(xtr, ytr, xte, yte, k, 0.07, 10)
     # one query is 100 / 597 = 0.17 %: the tolerance only absorbs float32 rounding
     assert got["top1"] == pytest.approx(top1, abs=1e-4)
     assert got["top5"] == pytest.approx(top5, abs=1e-4)
+    assert got["per_class_top1"] == pytest.approx(per_class.tolist(), abs=1e-4)
     assert got["top1"] > 80  # raw digit pixels are a strong kNN baseline
 
 
@@ -65,3 +74,37 @@ def test_temperature_must_be_positive():
     with pytest.raises(ValueError, match="temperature must be positive"):
         knn_accuracy(torch.randn(4, 2), torch.zeros(4, dtype=torch.long), torch.randn(2, 2),
                      torch.zeros(2, dtype=torch.long), temperature=0)
+
+
+def test_per_class_accuracy_is_none_for_classes_without_test_samples():
+    bank, labels = torch.eye(3), torch.tensor([0, 1, 2])
+    result = knn_accuracy(bank, labels, bank[:2], labels[:2], ks=[1])[1]
+    assert result["per_class_top1"] == [100.0, 100.0, None]
+
+
+def test_chunked_torch_search_equals_exact_faiss():
+    g = torch.Generator().manual_seed(0)
+    bank = torch.nn.functional.normalize(torch.randn(1000, 16, generator=g), dim=1)
+    queries = torch.nn.functional.normalize(torch.randn(70, 16, generator=g), dim=1)
+    # chunks smaller than k and not dividing the sizes: the running top-k merge is exercised
+    sims, idx = torch_search(bank, queries, 25, query_chunk=32, bank_chunk=17)
+    exact_sims, exact_idx = faiss_search(bank, queries, 25)
+    torch.testing.assert_close(sims, exact_sims, atol=1e-5, rtol=0)
+    assert torch.equal(idx, exact_idx)
+
+
+def test_ivf_recall_is_measured_and_exact_when_every_list_is_probed():
+    g = torch.Generator().manual_seed(1)
+    bank = torch.nn.functional.normalize(torch.randn(2000, 8, generator=g), dim=1)
+    queries = bank[:100] + 0.01
+    _, exact = faiss_search(bank, queries, 10)
+    _, all_lists = faiss_search(bank, queries, 10, index="ivf", nlist=16, nprobe=16)
+    _, one_list = faiss_search(bank, queries, 10, index="ivf", nlist=16, nprobe=1)
+    assert recall_at_k(all_lists, exact) == 1.0
+    assert 0.2 < recall_at_k(one_list, exact) < 1.0
+    assert recall_at_k(exact, exact) == 1.0
+
+
+def test_unknown_index_is_refused():
+    with pytest.raises(ValueError, match="'flat' or 'ivf'"):
+        faiss_search(torch.randn(4, 2), torch.randn(1, 2), 1, index="hnsw")

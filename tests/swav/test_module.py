@@ -51,8 +51,13 @@ def test_trains_through_the_runner_and_writes_the_run(tiny_recipe, tmp_path):
     assert (out / "checkpoints" / "last.ckpt").is_file()
     metrics = (out / "metrics.csv").read_text().splitlines()
     for key in ("train/loss", "train/loss_over_lnK", "train/usage_entropy",
-                "train/prototypes_used"):
+                "train/prototypes_used", "train/lr"):
         assert key in metrics[0]
+    header = metrics[0].split(",")
+    lrs = [float(v) for row in metrics[1:]
+           if (v := row.split(",")[header.index("train/lr")])]
+    # lr 0.6 at 256 scaled to the batch of 32, warmed up over the first half epoch (1.5 steps)
+    assert lrs[1] == pytest.approx(0.6 * 32 / 256)
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["recipe"] == resolve(tiny_recipe)
 
