@@ -33,6 +33,16 @@ def test_demo_pipeline(tmp_path):
         assert 0 <= result[name]["20"]["top1"] <= 100
     assert result["pretrained"] != result["random_init"]  # the weights were really loaded
 
+    printed = run("eval/linear.py", str(checkpoint), "--weight-decays", "0", "0.01",
+                  "--max-iter", "50")
+    assert "linear probe (fast)" in printed
+    linear = json.loads((out / "eval" / "linear.json").read_text())
+    assert linear["pretrained"]["weight_decay"] in (0.0, 0.01)
+    assert set(linear["pretrained"]["validation_top1"]) == {"0.0", "0.01"}
+    assert 0 <= linear["pretrained"]["top1"] <= linear["pretrained"]["top5"] <= 100
+    # the kNN run cached the train and test features: the probe extracted nothing new
+    assert len(list((out / "eval" / "cache").glob("*.pt"))) == 4
+
     printed = run("eval/prototypes.py", str(checkpoint), "--max-points", "300")
     assert f"plot written to {out / 'eval' / 'prototypes_umap.png'}" in printed
     assert (out / "eval" / "prototypes_umap.png").read_bytes()[:4] == b"\x89PNG"
@@ -43,7 +53,7 @@ def test_demo_pipeline(tmp_path):
 
 
 def test_eval_tools_reject_a_missing_checkpoint(tmp_path):
-    for tool in ("eval/knn.py", "eval/prototypes.py"):
+    for tool in ("eval/knn.py", "eval/linear.py", "eval/prototypes.py"):
         proc = subprocess.run([sys.executable, tool, str(tmp_path / "none.ckpt")], cwd=ROOT,
                               capture_output=True, text=True)
         assert proc.returncode == 2

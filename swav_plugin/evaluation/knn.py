@@ -15,6 +15,7 @@ and the torch search also walks the bank in chunks, merging running top-k lists.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -38,15 +39,20 @@ def faiss_search(
     queries: Tensor,
     k: int,
     index: Literal["flat", "ivf"] = "flat",
-    nlist: int = 1024,
+    nlist: int | None = None,
     nprobe: int = 32,
     query_chunk: int = 65536,
     use_gpu: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Top-``k`` inner-product search with FAISS; returns (similarities, indices) of (Q, k)."""
+    """Top-``k`` inner-product search with FAISS; returns (similarities, indices) of (Q, k).
+
+    IVF: ``nlist`` inverted lists (default 4·√N, FAISS's rule of thumb), ``nprobe`` searched.
+    """
     if index not in ("flat", "ivf"):
         raise ValueError(f"index must be 'flat' or 'ivf', got {index!r}")
     vectors = np.ascontiguousarray(bank.numpy(), dtype=np.float32)
+    if nlist is None:
+        nlist = max(1, round(4 * math.sqrt(len(vectors))))
     searcher = _faiss_index(vectors.shape[1], index, min(nlist, len(vectors)), nprobe)
     if use_gpu:
         searcher = faiss.index_cpu_to_all_gpus(searcher)
