@@ -2,8 +2,10 @@
 
     python eval/prototypes.py runs/demo/checkpoints/last.ckpt [--split train] [--output DIR]
 
-Writes ``prototypes_umap.png`` and ``prototypes.json`` (usage, dead prototypes, entropy,
-purity against the labels) into the output directory (default: RUN/eval) and prints its path.
+Writes ``prototypes_umap.png`` (UMAP of prototypes among embeddings), ``prototypes_usage.png``
+(samples per prototype, purity), ``prototypes_nearest.png`` (the images nearest to the most
+used prototypes) and ``prototypes.json`` (usage, dead prototypes, entropy, purity against the
+labels) into the output directory (default: RUN/eval) and prints their paths.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ import sys
 import torch
 
 from swav_plugin.evaluation.cli import finish_args, run_tool, tool_parser
-from swav_plugin.evaluation.features import features_of, load_checkpoint
-from swav_plugin.evaluation.prototypes import plot_umap, prototype_report
+from swav_plugin.evaluation.features import dataset_from_recipe, features_of, load_checkpoint
+from swav_plugin.evaluation.prototypes import (
+    plot_nearest_images,
+    plot_umap,
+    plot_usage,
+    prototype_report,
+)
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.runner import save_json_atomic
 
@@ -38,6 +45,11 @@ def report(args: argparse.Namespace) -> int:
     summary = prototype_set.summary()
     output = args.output
     plot_umap(prototype_set, output / "prototypes_umap.png", max_points=args.max_points)
+    plot_usage(prototype_set, output / "prototypes_usage.png")
+    dataset = dataset_from_recipe(pretrained.recipe, args.split)
+    plot_nearest_images(prototype_set, lambda i: dataset[i][0], dataset.classes,
+                        output / "prototypes_nearest.png", top=args.grid_rows,
+                        per=args.grid_columns)
     save_json_atomic({"checkpoint": str(args.checkpoint), "split": args.split, **summary},
                      output / "prototypes.json")
     print(
@@ -46,7 +58,9 @@ def report(args: argparse.Namespace) -> int:
         f"{summary['assignment_entropy']:.2f} of max {summary['assignment_entropy_max']:.2f}, "
         f"mean purity {summary['mean_purity']:.2f}"
     )
-    print(f"plot written to {output / 'prototypes_umap.png'}")
+    for name in ("prototypes_umap.png", "prototypes_usage.png", "prototypes_nearest.png"):
+        print(f"plot written to {output / name}")
+    print(f"summary written to {output / 'prototypes.json'}")
     return 0
 
 
@@ -55,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", help="data set split to embed")
     parser.add_argument("--head", type=int, default=0, help="prototype set (multi-head)")
     parser.add_argument("--max-points", type=int, default=3000, help="embeddings in the plot")
+    parser.add_argument("--grid-rows", type=int, default=8, help="prototypes in the image grid")
+    parser.add_argument("--grid-columns", type=int, default=8, help="images per prototype")
     args = finish_args(parser.parse_args(argv), "")
     return run_tool("prototypes", lambda: report(args))
 

@@ -44,8 +44,9 @@ def test_demo_pipeline(tmp_path):
     assert len(list((out / "eval" / "cache").glob("*.pt"))) == 4
 
     printed = run("eval/prototypes.py", str(checkpoint), "--max-points", "300")
-    assert f"plot written to {out / 'eval' / 'prototypes_umap.png'}" in printed
-    assert (out / "eval" / "prototypes_umap.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("prototypes_umap.png", "prototypes_usage.png", "prototypes_nearest.png"):
+        assert f"plot written to {out / 'eval' / name}" in printed
+        assert (out / "eval" / name).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "eval" / "prototypes.json").read_text())
     assert summary["num_prototypes"] == 60
     assert summary["num_samples"] == 1347
