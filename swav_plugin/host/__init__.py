@@ -9,6 +9,7 @@ from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import build_component, load_recipe, resolve
 from swav_plugin.host.registry import (
     BACKBONES,
+    CALLBACKS,
     COLLATES,
     DATASETS,
     HEADS,
@@ -23,6 +24,7 @@ from swav_plugin.host.runner import build, main, run
 
 __all__ = [
     "BACKBONES",
+    "CALLBACKS",
     "COLLATES",
     "DATASETS",
     "HEADS",

@@ -31,7 +31,7 @@ import yaml
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.registry import REGISTRIES
 
-SECTIONS = ("method", "data", "trainer", "run")
+SECTIONS = ("method", "data", "trainer", "run", "callbacks")
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
@@ -98,7 +98,18 @@ def resolve(recipe: Mapping[str, Any]) -> dict[str, Any]:
         "data": resolve_kwargs(DataModule, _section(recipe, "data"), "data"),
         "trainer": check_trainer_section(_section(recipe, "trainer")),
         "run": resolve_kwargs(RunOptions, _section(recipe, "run"), "run"),
+        "callbacks": [
+            resolve_component(node, "callback", f"callbacks[{i}]")
+            for i, node in enumerate(_callbacks_section(recipe))
+        ],
     }
+
+
+def _callbacks_section(recipe: Mapping[str, Any]) -> list[Any]:
+    value = recipe.get("callbacks") or []
+    if not isinstance(value, list):
+        raise ConfigError(f"recipe section 'callbacks' must be a list of callbacks, got {value!r}")
+    return value
 
 
 def _section(recipe: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -98,9 +98,11 @@ QUEUES = Registry("queue")
 TRANSFORMS = Registry("transform")
 COLLATES = Registry("collate")
 DATASETS = Registry("dataset")
+CALLBACKS = Registry("callback")  # Lightning callbacks a recipe lists under `callbacks`
 
 #: Registries by kind. A recipe argument whose parameter name is one of these kinds is a
 #: component node (``{name: ..., **kwargs}`` or just a name) built from that registry.
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (METHODS, BACKBONES, HEADS, LOSSES, QUEUES, TRANSFORMS, COLLATES, DATASETS)
+    r.kind: r
+    for r in (METHODS, BACKBONES, HEADS, LOSSES, QUEUES, TRANSFORMS, COLLATES, DATASETS, CALLBACKS)
 }

@@ -121,6 +121,8 @@ def build(
         pl.seed_everything(options.seed, workers=True, verbose=False)
     method = build_component(recipe["method"], "method")
     data = call_with_kwargs(DataModule, recipe["data"], "data")
+    listed = [build_component(node, "callback", f"callbacks[{i}]")
+              for i, node in enumerate(recipe.get("callbacks", []))]
     out = options.output_dir
     # A re-run replaces last.ckpt; Lightning would otherwise write last-v1.ckpt beside it.
     checkpoints = ModelCheckpoint(
@@ -131,7 +133,7 @@ def build(
             **recipe["trainer"],
             default_root_dir=out,
             logger=CSVLogger(save_dir=out, name="", version=""),
-            callbacks=[checkpoints, RecipeCallback(recipe, out), *extra_callbacks],
+            callbacks=[checkpoints, RecipeCallback(recipe, out), *listed, *extra_callbacks],
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"trainer: {exc}") from exc

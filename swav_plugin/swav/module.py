@@ -311,7 +311,8 @@ class SwAV(pl.LightningModule):
 
         self._log_step(out.loss, out.head_losses, scores, batch_size, queue_scores is not None)
         # the scheduled, batch-scaled rate: a wrong device count shows here at once
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/lr", lr, batch_size=batch_size)
         return out.loss
 
     def _log_step(
@@ -339,6 +340,7 @@ class SwAV(pl.LightningModule):
             {"train/loss": loss, "train/loss_over_lnK": normalized / len(ks)},
             prog_bar=True,
             sync_dist=True,
+            batch_size=batch_size,
         )
         self.log_dict(
             {
@@ -347,4 +349,8 @@ class SwAV(pl.LightningModule):
                 "train/queue_in_use": float(queue_used),
             },
             sync_dist=True,
+            batch_size=batch_size,
         )
+        # the same usage entropy averaged over each epoch: the per-epoch collapse signal
+        self.log("train/usage_entropy_epoch", entropy / math.log(ks[0]), on_step=False,
+                 on_epoch=True, sync_dist=True, batch_size=batch_size)
