@@ -43,6 +43,14 @@ def test_demo_pipeline(tmp_path):
     # the kNN run cached the train and test features: the probe extracted nothing new
     assert len(list((out / "eval" / "cache").glob("*.pt"))) == 4
 
+    printed = run("eval/linear.py", str(checkpoint), "--mode", "standard", "--epochs", "1",
+                  "--limit-train-batches", "2", "--output", str(out / "eval" / "standard.json"))
+    assert "linear probe (standard)" in printed
+    standard = json.loads((out / "eval" / "standard.json").read_text())
+    assert standard["protocol"].startswith("standard")
+    assert standard["pretrained"]["epochs"] == 1
+    assert 0 <= standard["pretrained"]["top1"] <= standard["pretrained"]["top5"] <= 100
+
     printed = run("eval/prototypes.py", str(checkpoint), "--max-points", "300")
     for name in ("prototypes_umap.png", "prototypes_usage.png", "prototypes_nearest.png"):
         assert f"plot written to {out / 'eval' / name}" in printed
