@@ -151,9 +151,13 @@ def features_of(
     else:
         model = method.backbone
     desc = f"{output} {split} ({pretrained.init})"
+
+    def extract() -> tuple[Tensor, Tensor]:
+        transform = build_component(transform_node, "transform")
+        return extract_features(model, dataset, transform, batch_size, num_workers, device, desc)
+
     if cache_dir is None:
-        return extract_features(model, dataset, build_component(transform_node, "transform"),
-                                batch_size, num_workers, device, desc)
+        return extract()
     key = cache_key({"checkpoint": pretrained.digest(), "init": pretrained.init,
                      "dataset": recipe["data"]["dataset"], "split": split,
                      "transform": transform_node, "output": output, "samples": len(dataset)})
@@ -161,9 +165,6 @@ def features_of(
     cached = cache.load(key)
     if cached is not None:
         return cached
-    features, labels = extract_features(
-        model, dataset, build_component(transform_node, "transform"), batch_size, num_workers,
-        device, desc,
-    )
+    features, labels = extract()
     cache.save(key, features, labels)
     return features, labels
