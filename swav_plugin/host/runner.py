@@ -140,9 +140,9 @@ def build(
     return method, data, trainer
 
 
-def run(recipe: dict[str, Any]) -> pl.Trainer:
+def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train the method of a resolved recipe; returns the fitted trainer."""
-    method, data, trainer = build(recipe)
+    method, data, trainer = build(recipe, extra_callbacks)
     trainer.fit(method, datamodule=data, ckpt_path=recipe["run"].get("resume_from"))
     return trainer
 

@@ -16,7 +16,7 @@ from torch import nn
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import resolve
 from swav_plugin.host.registry import DATASETS
-from swav_plugin.host.runner import build
+from swav_plugin.host.runner import run
 from swav_plugin.zoo.datasets import digits
 
 
@@ -79,8 +79,8 @@ def main(out: Path, resume_from: str | None) -> None:
     load_plugins()
     torch.set_num_threads(1)
     recorder = Recorder()
-    method, data, trainer = build(resolve(recipe(out, resume_from)), extra_callbacks=[recorder])
-    trainer.fit(method, datamodule=data, ckpt_path=resume_from)
+    trainer = run(resolve(recipe(out, resume_from)), extra_callbacks=[recorder])
+    method = trainer.lightning_module
     torch.save(
         {
             "rank": trainer.global_rank,
