@@ -69,6 +69,8 @@ class SwAVLoss(nn.Module):
             raise ValueError(f"crops_for_assign has repeated crops: {list(crops_for_assign)}")
         self.temperature = temperature
         self.crops_for_assign = tuple(crops_for_assign)
+        first, count = self.crops_for_assign[0], len(self.crops_for_assign)
+        self._contiguous = self.crops_for_assign == tuple(range(first, first + count))
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
         self.distributed_sinkhorn = distributed_sinkhorn
@@ -83,11 +85,26 @@ class SwAVLoss(nn.Module):
         if num_crops < 2:
             raise ValueError("SwAV needs at least 2 crops per image; add crops to the transform")
 
+    def assigned(self, crops: Tensor) -> Tensor:
+        """The crops for assignment of ``crops`` (V, B, ...) as (A, B, ...).
+
+        Selected by slicing or stacking, never with an index tensor: building one from a
+        Python list is a host-to-device copy that would stall the step on a GPU.
+        """
+        if self._contiguous:
+            first = self.crops_for_assign[0]
+            return crops[first : first + len(self.crops_for_assign)]
+        return torch.stack([crops[c] for c in self.crops_for_assign])
+
     def codes(self, scores: Tensor, queue_scores: Tensor | None = None) -> Tensor:
-        """Sinkhorn codes of one crop's ``scores`` (B, K), balanced together with the queue."""
-        stacked = scores if queue_scores is None else torch.cat((queue_scores, scores))
+        """Sinkhorn codes of the assigned crops' ``scores`` (A, B, K), in one batched call.
+
+        With ``queue_scores`` (A, L, K) each crop is balanced together with its queue and
+        only the batch's rows are returned.
+        """
+        stacked = scores if queue_scores is None else torch.cat((queue_scores, scores), dim=1)
         q = sinkhorn(stacked, self.epsilon, self.sinkhorn_iterations, self.distributed_sinkhorn)
-        return q[-scores.shape[0] :]
+        return q[:, -scores.shape[1] :]
 
     def forward(
         self,
@@ -105,19 +122,18 @@ class SwAVLoss(nn.Module):
         """
         num_crops = scores[0].shape[0] // batch_size
         self.check_num_crops(num_crops)
+        num_assigned = len(self.crops_for_assign)
         head_losses, head_codes = [], []
         for head, head_scores in enumerate(scores):
             crops = head_scores.view(num_crops, batch_size, -1)
-            log_p = F.log_softmax(crops.float() / self.temperature, dim=-1)
             queued = queue_scores[head] if queue_scores is not None else None
-            loss = head_scores.new_zeros((), dtype=torch.float32)
-            codes = []
-            for i, crop in enumerate(self.crops_for_assign):
-                q = self.codes(crops[crop].detach(), None if queued is None else queued[i])
-                others = [v for v in range(num_crops) if v != crop]
-                # −Σ_k q log p, averaged over images and over the predicting crops
-                loss = loss - (q.unsqueeze(0) * log_p[others]).sum(-1).mean()
-                codes.append(q)
-            head_losses.append(loss / len(self.crops_for_assign))
-            head_codes.append(torch.stack(codes))
+            q = self.codes(self.assigned(crops).detach(), queued)  # (A, B, K)
+            log_p = F.log_softmax(crops.float() / self.temperature, dim=-1)  # (V, B, K)
+            # cross[a, v] = Σ_b Σ_k q_a[b, k] log p_v[b, k], every pair in one contraction
+            cross = torch.einsum("abk,vbk->av", q, log_p)
+            own = sum(cross[a, crop] for a, crop in enumerate(self.crops_for_assign))
+            # −Σ_k q log p, averaged over images, predicting crops and crops for assignment
+            loss = (own - cross.sum()) / (batch_size * (num_crops - 1) * num_assigned)
+            head_losses.append(loss)
+            head_codes.append(q)
         return SwAVLossOutput(torch.stack(head_losses).mean(), head_losses, head_codes)

@@ -42,7 +42,7 @@ def hand_swav_loss(scores, batch, crops_for_assign, eps=0.05, temp=0.1, iters=3)
     return total / len(crops_for_assign)
 
 
-@pytest.mark.parametrize("crops_for_assign", [(0, 1), (0,), (1, 2)])
+@pytest.mark.parametrize("crops_for_assign", [(0, 1), (0,), (1, 2), (2, 0)])
 def test_loss_equals_hand_computation(crops_for_assign):
     torch.manual_seed(0)
     batch, k, num_crops = 3, 4, 4

@@ -85,3 +85,28 @@ def test_runs_outside_autocast():
 def test_constant_scores_give_uniform_codes():
     codes = sinkhorn(torch.zeros(8, 4), distributed=False)
     torch.testing.assert_close(codes, torch.full((8, 4), 0.25))
+
+
+def test_paper_size_matches_float64_reference():
+    # The size of the speed target (ImageNet batch 4096, 3000 prototypes).
+    scores = unit_scores(4096, 3000, dim=128)
+    codes = sinkhorn(scores, distributed=False)
+    assert (codes.double() - reference_sinkhorn(scores)).abs().max() <= 1e-5
+
+
+def test_batched_problems_are_independent():
+    # (A, B, K): each crop for assignment balanced on its own, in one call.
+    stacked = torch.stack([unit_scores(64, 20, seed=s) for s in range(3)])
+    codes = sinkhorn(stacked, distributed=False)
+    for a in range(3):
+        torch.testing.assert_close(codes[a], sinkhorn(stacked[a], distributed=False))
+
+
+def test_many_iterations_stay_finite():
+    codes = sinkhorn(unit_scores(512, 16), iterations=1000, distributed=False)
+    assert torch.isfinite(codes).all()
+
+
+def test_rejects_wrong_rank():
+    with pytest.raises(ValueError, match=r"\(B, K\) or \(A, B, K\)"):
+        sinkhorn(torch.zeros(8), distributed=False)
