@@ -84,6 +84,10 @@ class SwAV(pl.LightningModule):
         momentum: SGD momentum.
         weight_decay: Weight decay (not applied to normalisation layers and biases).
         lars_trust_coefficient: LARS trust coefficient η.
+        channels_last: Run the backbone in channels-last memory format (faster convolutions
+            with bf16 / fp16 on tensor-core GPUs).
+        compile_backbone: Compile the backbone with ``torch.compile`` (first steps are slow
+            while it compiles; checkpoints keep the plain parameter names).
     """
 
     def __init__(
@@ -100,6 +104,8 @@ class SwAV(pl.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 1e-6,
         lars_trust_coefficient: float = 0.001,
+        channels_last: bool = False,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("lr", lr), ("lr_batch_size", lr_batch_size)):
@@ -124,6 +130,11 @@ class SwAV(pl.LightningModule):
         #: The world size of the launch this run rehearses (set by the runner's dry run, which
         #: runs on one device); ``None``: the trainer's own world size.
         self.planned_world_size: int | None = None
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile_backbone:
+            self.backbone.compile()  # in place: state-dict keys stay those of the plain model
 
     @property
     def world_size(self) -> int:
@@ -294,7 +305,10 @@ class SwAV(pl.LightningModule):
         batch_size = labels.shape[0]
         if not self._checked_batch:
             self._check_batch(batch_size)
-        features = torch.cat([self.backbone(g) for g in groups])
+        # one backbone pass per crop resolution
+        features = torch.cat(
+            [self.backbone(g.contiguous(memory_format=self.memory_format)) for g in groups]
+        )
         embeddings, scores = self.head(features)
         if self.global_step == 0 and batch_idx == 0:
             self._check_unit_norm(embeddings)
@@ -306,13 +320,9 @@ class SwAV(pl.LightningModule):
         out = self.loss(scores, batch_size, queue_scores)
         if self.queue is not None and self.queue.is_filling(self.current_epoch):
             num_crops = embeddings.shape[0] // batch_size
-            crops = embeddings.view(num_crops, batch_size, -1)
-            self.queue.push(crops[list(self.loss.crops_for_assign)])
+            self.queue.push(self.loss.assigned(embeddings.view(num_crops, batch_size, -1)))
 
         self._log_step(out.loss, out.head_losses, scores, batch_size, queue_scores is not None)
-        # the scheduled, batch-scaled rate: a wrong device count shows here at once
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log("train/lr", lr, batch_size=batch_size)
         return out.loss
 
     def _log_step(
@@ -327,14 +337,22 @@ class SwAV(pl.LightningModule):
         # those to be balanced), so usage is measured on softmax(scores / τ) of the assigned
         # crops. loss / ln K stuck at 1.0 is the classic sign of collapse.
         ks = self.head.num_prototypes
-        normalized = sum(h.detach() / math.log(k) for h, k in zip(head_losses, ks, strict=True))
         first = scores[0].detach().float()
         num_crops = first.shape[0] // batch_size
-        assigned = first.view(num_crops, batch_size, -1)[list(self.loss.crops_for_assign)]
-        assigned = assigned.reshape(-1, first.shape[1])
+        assigned = self.loss.assigned(first.view(num_crops, batch_size, -1)).flatten(0, 1)
         mean_p = torch.softmax(assigned / self.loss.temperature, dim=1).mean(0)
-        entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
-        used = torch.unique(assigned.argmax(1)).numel()
+        usage_entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum() / math.log(ks[0])
+        # averaged over each epoch on the device: the per-epoch collapse signal
+        self.log("train/usage_entropy_epoch", usage_entropy, on_step=False, on_epoch=True,
+                 sync_dist=True, batch_size=batch_size)
+        # Step values only on the steps the logger writes: a Python number logged on a GPU
+        # run is a host-to-device copy, and every logged value is all-reduced under DDP.
+        every = self.trainer.log_every_n_steps
+        if every == 0 or (self.global_step + 1) % every:
+            return
+        normalized = sum(h.detach() / math.log(k) for h, k in zip(head_losses, ks, strict=True))
+        hits = torch.zeros(ks[0], device=first.device)
+        used = hits.index_fill_(0, assigned.argmax(1), 1.0).sum()  # no torch.unique: no sync
         # sync_dist: under DDP the logged values are means over the ranks, not rank 0's.
         self.log_dict(
             {"train/loss": loss, "train/loss_over_lnK": normalized / len(ks)},
@@ -344,13 +362,12 @@ class SwAV(pl.LightningModule):
         )
         self.log_dict(
             {
-                "train/usage_entropy": entropy / math.log(ks[0]),
-                "train/prototypes_used": float(used),
+                "train/usage_entropy": usage_entropy,
+                "train/prototypes_used": used,
                 "train/queue_in_use": float(queue_used),
+                # the scheduled, batch-scaled rate: a wrong device count shows here at once
+                "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
             },
             sync_dist=True,
             batch_size=batch_size,
         )
-        # the same usage entropy averaged over each epoch: the per-epoch collapse signal
-        self.log("train/usage_entropy_epoch", entropy / math.log(ks[0]), on_step=False,
-                 on_epoch=True, sync_dist=True, batch_size=batch_size)

@@ -25,6 +25,7 @@ from torch import Tensor
 from torchvision import transforms as T
 
 from swav_plugin.host.registry import COLLATES, TRANSFORMS
+from swav_plugin.swav.gpu_multicrop import GPUMultiCrop, blur_kernel_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,6 +52,10 @@ class MultiCropTransform:
         blur_sigma: Range of the blur's standard deviation in pixels.
         solarize_prob: Probability of solarisation (threshold 128).
         mean, std: Normalisation per channel.
+        load_size: With ``data.augment: gpu`` on data sets not held in memory (image folders):
+            the side of the square ``uint8`` image the CPU makes of each image (shorter side
+            resized, centre-cropped) before the crops are cut on the device. Default: the
+            largest crop × 8/7 (256 for 224-pixel crops).
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class MultiCropTransform:
         solarize_prob: float = 0.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        load_size: int | None = None,
     ) -> None:
         defaults = {
             "hflip_prob": hflip_prob,
@@ -86,6 +92,9 @@ class MultiCropTransform:
         self.groups = [self._group(i, dict(g), defaults) for i, g in enumerate(crops)]
         self.normalize = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
         self.pipelines = [self._pipeline(g) for g in self.groups]
+        self.mean, self.std = tuple(mean), tuple(std)
+        largest = max(g["size"] for g in self.groups)
+        self.load_size = load_size if load_size is not None else round(largest * 8 / 7)
 
     @staticmethod
     def _group(index: int, group: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -121,8 +130,7 @@ class MultiCropTransform:
             T.RandomGrayscale(g["grayscale_prob"]),
         ]
         if g["blur_prob"] > 0:
-            kernel = max(3, int(0.1 * g["size"]) // 2 * 2 + 1)
-            blur = T.GaussianBlur(kernel, sigma=tuple(g["blur_sigma"]))
+            blur = T.GaussianBlur(blur_kernel_size(g["size"]), sigma=tuple(g["blur_sigma"]))
             steps.append(T.RandomApply([blur], p=g["blur_prob"]))
         if g["solarize_prob"] > 0:
             steps.append(T.RandomSolarize(128, p=g["solarize_prob"]))
@@ -132,6 +140,10 @@ class MultiCropTransform:
     def crop_sizes(self) -> list[int]:
         """The size of every crop, in output order."""
         return [g["size"] for g in self.groups for _ in range(g["count"])]
+
+    def batch_augmentation(self) -> GPUMultiCrop:
+        """The same augmentation for whole ``uint8`` batches on the training device."""
+        return GPUMultiCrop(self.groups, self.mean, self.std, self.load_size)
 
     def __call__(self, image: Image.Image) -> list[Tensor]:
         image = image.convert("RGB")

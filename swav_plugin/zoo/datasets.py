@@ -1,15 +1,17 @@
 """Data sets by registry name. Each yields ``(PIL image, int label)`` and has ``classes``.
 
 CIFAR-10/100 and STL-10 come through torchvision (downloaded on first use when
-``download: true``); ``image_folder`` reads any ``root/split/class/image`` tree (ImageNet's
-layout); ``digits`` is scikit-learn's 8×8 hand-written digits, which ship inside the
-scikit-learn package and so need no download: the embedded default for demos and tests.
+``download: true``, files checked by torchvision) and are held as one ``uint8`` array, which
+``data.augment: gpu`` batches without PIL; ``image_folder`` reads any
+``root/split/class/image`` tree (ImageNet's layout); ``digits`` is scikit-learn's 8×8
+hand-written digits, which ship inside the scikit-learn package and so need no download: the
+embedded default for demos and tests.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torchvision
@@ -21,7 +23,11 @@ from swav_plugin.host.registry import DATASETS
 
 
 class ImageArrayDataset(Dataset):
-    """Images held in memory as one ``uint8`` array of shape (N, H, W, 3)."""
+    """Images held in memory as one ``uint8`` array of shape (N, H, W, 3).
+
+    ``images`` and ``labels`` are public: ``data.augment: gpu`` fetches whole batches from
+    them.
+    """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
         self.images = images
@@ -81,24 +87,30 @@ def _existing_root(root: str, download: bool) -> str:
     return root
 
 
+def _in_memory(dataset: Any, images: np.ndarray, labels: Any) -> ImageArrayDataset:
+    return ImageArrayDataset(images, np.asarray(labels, dtype=np.int64), list(dataset.classes))
+
+
 @DATASETS.register("cifar10")
 def cifar10(
     root: str = "data", split: Literal["train", "test"] = "train", download: bool = True
-) -> Dataset:
+) -> ImageArrayDataset:
     """CIFAR-10 (50k train / 10k test, 32 px) through torchvision."""
-    return torchvision.datasets.CIFAR10(
+    data = torchvision.datasets.CIFAR10(
         _existing_root(root, download), train=split == "train", download=download
     )
+    return _in_memory(data, data.data, data.targets)
 
 
 @DATASETS.register("cifar100")
 def cifar100(
     root: str = "data", split: Literal["train", "test"] = "train", download: bool = True
-) -> Dataset:
+) -> ImageArrayDataset:
     """CIFAR-100 (50k train / 10k test, 32 px) through torchvision."""
-    return torchvision.datasets.CIFAR100(
+    data = torchvision.datasets.CIFAR100(
         _existing_root(root, download), train=split == "train", download=download
     )
+    return _in_memory(data, data.data, data.targets)
 
 
 @DATASETS.register("stl10")
@@ -106,14 +118,16 @@ def stl10(
     root: str = "data",
     split: Literal["train", "test", "unlabeled", "train+unlabeled"] = "unlabeled",
     download: bool = True,
-) -> Dataset:
+) -> ImageArrayDataset:
     """STL-10 (96 px) through torchvision; ``unlabeled`` (100k) is the pretraining split.
 
     Unlabeled images carry the label -1.
     """
-    return torchvision.datasets.STL10(
+    data = torchvision.datasets.STL10(
         _existing_root(root, download), split=split, download=download
     )
+    # stored channels-first; a transposed view, not a copy
+    return _in_memory(data, data.data.transpose(0, 2, 3, 1), data.labels)
 
 
 @DATASETS.register("image_folder")

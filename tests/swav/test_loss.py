@@ -110,3 +110,13 @@ def test_invalid_arguments(kwargs, message):
 def test_crops_for_assign_out_of_range():
     with pytest.raises(ValueError, match=r"crops_for_assign=\[0, 3\] but there are only 2 crops"):
         SwAVLoss(crops_for_assign=(0, 3))([torch.randn(2 * 4, 5)], 4)
+
+
+def test_loss_never_reads_tensor_values_on_the_host():
+    # Meta tensors carry no data: any .item(), python branch on a tensor or boolean indexing
+    # raises, so Sinkhorn and the loss running on them cannot stall a GPU step.
+    scores = [torch.empty(6 * 8, 30, device="meta", requires_grad=True)]
+    queue = [torch.empty(2, 16, 30, device="meta")]
+    out = SwAVLoss(crops_for_assign=(0, 1))(scores, 8, queue)
+    out.loss.backward()
+    assert out.codes[0].shape == (2, 8, 30)

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from swav_plugin.host.data import DataModule, InMemoryImages
+from swav_plugin.host.errors import ConfigError
+from swav_plugin.swav.multicrop import MultiCropCollate, MultiCropTransform
+from swav_plugin.zoo.datasets import digits
+
+CROPS = [{"size": 8, "count": 2, "scale": (0.5, 1.0)}, {"size": 4, "count": 2,
+                                                         "scale": (0.2, 0.5)}]
+
+
+class PILOnly(Dataset):
+    """Images of varying size, no in-memory array: the per-sample ``prepare`` path."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, index):
+        return Image.new("RGB", (20 + index, 14), color=(index * 30, 0, 0)), index
+
+
+def module(dataset, augment, batch_size=4):
+    return DataModule(dataset, MultiCropTransform(crops=CROPS), MultiCropCollate(),
+                      batch_size=batch_size, num_workers=0, pin_memory=False, augment=augment)
+
+
+def test_gpu_augment_fetches_uint8_batches_from_memory_and_crops_after_transfer():
+    data = module(digits(image_size=8), "gpu", batch_size=16)
+    loader = data.train_dataloader()
+    assert isinstance(loader.dataset, InMemoryImages)
+    images, labels = next(iter(loader))
+    assert images.dtype == torch.uint8 and images.shape == (16, 3, 8, 8)
+    groups, same_labels = data.on_after_batch_transfer((images, labels), 0)
+    assert same_labels is labels
+    cpu_groups, _ = next(iter(module(digits(image_size=8), "cpu", 16).train_dataloader()))
+    assert [g.shape for g in groups] == [g.shape for g in cpu_groups]
+
+
+def test_gpu_augment_batch_equals_the_indexed_samples():
+    dataset = digits(image_size=8)
+    memory = InMemoryImages(dataset.images, dataset.labels)
+    images, labels = memory.__getitems__([5, 0, 9])
+    for row, index in enumerate([5, 0, 9]):
+        expected = np.asarray(dataset[index][0]).transpose(2, 0, 1)
+        assert np.array_equal(images[row].numpy(), expected)
+        assert labels[row] == dataset[index][1]
+
+
+def test_gpu_augment_prepares_images_of_any_size_per_sample():
+    data = module(PILOnly(), "gpu", batch_size=3)
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (3, 3, 9, 9)  # load 8 × 8/7 = 9
+
+
+def test_cpu_augment_keeps_the_per_image_transform():
+    data = module(digits(image_size=8), "cpu")
+    assert data.batch_augment is None
+    batch = (torch.zeros(1), torch.zeros(1))
+    assert data.on_after_batch_transfer(batch, 0) is batch
+
+
+def test_gpu_augment_needs_a_batched_transform():
+    with pytest.raises(ConfigError, match="data.augment: gpu needs a transform with a batched"):
+        DataModule(digits(image_size=8), lambda image: image, augment="gpu")
+
+
+def test_unknown_augment_place():
+    with pytest.raises(ConfigError, match="'cpu' or 'gpu', got 'tpu'"):
+        module(digits(image_size=8), "tpu")
+
+
+def test_in_memory_images_must_be_uint8_rgb():
+    with pytest.raises(ConfigError, match="uint8"):
+        InMemoryImages(np.zeros((2, 8, 8, 3), dtype=np.float32), [0, 1])

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from swav_plugin.swav.multicrop import MultiCropCollate, MultiCropTransform
+
+CIFAR_CROPS = [
+    {"size": 32, "count": 2, "scale": (0.14, 1.0)},
+    {"size": 16, "count": 4, "scale": (0.05, 0.14)},
+]
+
+
+def smooth_images(n, size=32, seed=0):
+    """Natural-ish images: smooth colour gradients plus blobs, uint8 (n, size, size, 3)."""
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images = []
+    for _ in range(n):
+        channels = [
+            g.uniform(0, 1) * xx + g.uniform(0, 1) * yy
+            + g.uniform(0, 0.5) * np.sin(g.uniform(2, 9) * xx + g.uniform(0, 6))
+            for _ in range(3)
+        ]
+        image = np.stack(channels, axis=-1)
+        image = (image - image.min()) / (image.max() - image.min() + 1e-9)
+        images.append((image * 255).astype(np.uint8))
+    return np.stack(images)
+
+
+def ks_statistic(a, b):
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    return np.abs(np.searchsorted(a, grid, "right") / len(a)
+                  - np.searchsorted(b, grid, "right") / len(b)).max()
+
+
+def cpu_batch(transform, images):
+    samples = [(transform(Image.fromarray(im)), 0) for im in images]
+    return MultiCropCollate()(samples)[0]
+
+
+def test_same_structure_as_the_cpu_pipeline():
+    transform = MultiCropTransform(crops=[*CIFAR_CROPS, {"size": 16, "count": 1,
+                                                         "scale": (0.05, 0.3)}])
+    images = smooth_images(5)
+    cpu = cpu_batch(transform, images)
+    gpu = transform.batch_augmentation()(torch.from_numpy(images).permute(0, 3, 1, 2))
+    # equal-sized groups in a row are merged, as the collate does
+    assert [g.shape for g in gpu] == [g.shape for g in cpu] == [(10, 3, 32, 32), (25, 3, 16, 16)]
+    assert all(g.dtype == torch.float32 for g in gpu)
+
+
+@pytest.mark.parametrize("statistic", ["mean", "std"])
+def test_crop_statistics_match_the_cpu_pipeline(statistic):
+    # Same images, CIFAR recipe strengths: per-crop mean / std of the normalised crops are
+    # distributed alike (two-sample KS on 2×800 global and 4×800 local crops; without the
+    # colour jitter the statistic reaches 0.05-0.14, with it it stays near 0.03).
+    torch.manual_seed(0)
+    transform = MultiCropTransform(crops=CIFAR_CROPS, brightness=0.4, contrast=0.4,
+                                   saturation=0.2, hue=0.1, blur_prob=0.0)
+    images = smooth_images(800)
+    cpu = cpu_batch(transform, images)
+    generator = torch.Generator().manual_seed(0)
+    gpu = transform.batch_augmentation()(torch.from_numpy(images).permute(0, 3, 1, 2),
+                                         generator)
+    for c, g in zip(cpu, gpu, strict=True):
+        a = getattr(c.flatten(1), statistic)(1).numpy()
+        b = getattr(g.flatten(1), statistic)(1).numpy()
+        assert ks_statistic(a, b) < 0.045, (c.shape, statistic)
+
+
+def test_flip_and_grayscale_rates_follow_the_recipe():
+    transform = MultiCropTransform(crops=[{"size": 16, "count": 1, "scale": (1.0, 1.0)}],
+                                   hflip_prob=0.5, color_jitter_prob=0.0, grayscale_prob=0.2,
+                                   blur_prob=0.0, mean=(0, 0, 0), std=(1, 1, 1))
+    images = torch.from_numpy(smooth_images(2000, size=16)).permute(0, 3, 1, 2)
+    out = transform.batch_augmentation()(images, torch.Generator().manual_seed(1))[0]
+    original = images.float() / 255
+    grey = (out[:, 0] == out[:, 1]).flatten(1).all(1) & (out[:, 1] == out[:, 2]).flatten(1).all(1)
+    luma = torch.tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)
+    flipped = (((out - original.flip(-1)) * luma).sum(1).abs().flatten(1).amax(1) < 0.02)
+    assert abs(grey.float().mean().item() - 0.2) < 4 * (0.2 * 0.8 / 2000) ** 0.5
+    assert abs(flipped.float().mean().item() - 0.5) < 4 * (0.25 / 2000) ** 0.5
+
+
+def test_deterministic_under_a_seeded_generator():
+    transform = MultiCropTransform(crops=CIFAR_CROPS)
+    images = torch.from_numpy(smooth_images(4)).permute(0, 3, 1, 2)
+    gpu = transform.batch_augmentation()
+    runs = [gpu(images, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1], strict=True))
+    assert not torch.equal(runs[0][0], runs[2][0])
+
+
+def test_never_reads_tensor_values_on_the_host():
+    # meta tensors hold no values: any device-to-host read raises
+    gpu = MultiCropTransform(crops=CIFAR_CROPS, solarize_prob=0.2).batch_augmentation()
+    out = gpu(torch.empty(4, 3, 32, 32, dtype=torch.uint8, device="meta"))
+    assert [tuple(g.shape) for g in out] == [(8, 3, 32, 32), (16, 3, 16, 16)]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "RGB"])
+def test_prepare_makes_fixed_size_uint8_from_any_image(mode):
+    gpu = MultiCropTransform(crops=[{"size": 224, "count": 2, "scale": (0.14, 1.0)}])
+    gpu = gpu.batch_augmentation()
+    assert gpu.load_size == 256
+    image = Image.new(mode, (400, 300))
+    pixels = gpu.prepare(image)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 256, 256)
+
+
+def test_rejects_float_input():
+    gpu = MultiCropTransform(crops=CIFAR_CROPS).batch_augmentation()
+    with pytest.raises(ValueError, match="uint8"):
+        gpu(torch.rand(2, 3, 32, 32))
