@@ -23,10 +23,11 @@ from typing import IO, Any
 import pytorch_lightning as pl
 import yaml
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
 from swav_plugin.host.data import DataModule
+from swav_plugin.host.data_wait import DataWaitMonitor
 from swav_plugin.host.dry_run import StepRecord, dry_run
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
@@ -128,12 +129,19 @@ def build(
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False
     )
+    callbacks = [checkpoints, RecipeCallback(recipe, out), DataWaitMonitor(), *listed,
+                 *extra_callbacks]
+    if recipe["trainer"].get("enable_progress_bar", True):
+        # The bar reads its metrics back from the device when it redraws: on the logging
+        # steps only, not every step, so that it does not stall the GPU.
+        refresh = recipe["trainer"].get("log_every_n_steps", 50) or 50
+        callbacks.append(TQDMProgressBar(refresh_rate=refresh))
     try:
         trainer = pl.Trainer(
             **recipe["trainer"],
             default_root_dir=out,
             logger=CSVLogger(save_dir=out, name="", version=""),
-            callbacks=[checkpoints, RecipeCallback(recipe, out), *listed, *extra_callbacks],
+            callbacks=callbacks,
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"trainer: {exc}") from exc

@@ -1,0 +1,41 @@
+import csv
+import logging
+import time
+
+import pytorch_lightning as pl
+
+from swav_plugin.host.data_wait import DataWaitMonitor
+from swav_plugin.host.recipe import resolve
+from swav_plugin.host.runner import run
+
+
+class SlowLoader(pl.Callback):
+    """Stands in for a slow loader: sleeps between steps, where the batch is fetched."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        time.sleep(0.3)
+
+
+def logged(path, key):
+    with open(path) as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+def test_logs_the_data_wait_and_its_share(tiny_recipe, tmp_path, caplog):
+    # SlowLoader runs after the monitor's batch end, so its sleep lands in the next wait.
+    with caplog.at_level(logging.INFO):
+        run(resolve(tiny_recipe), extra_callbacks=[SlowLoader()])
+    waits = logged(tmp_path / "run" / "metrics.csv", "perf/data_wait_ms")
+    shares = logged(tmp_path / "run" / "metrics.csv", "perf/data_wait_share")
+    assert len(waits) == 3 and len(shares) == 3  # every step (log_every_n_steps: 1)
+    assert min(waits[1:]) >= 300
+    assert all(0 < s < 1 for s in shares)
+    assert "data wait:" in caplog.text
+
+
+def test_summary_names_the_fix_when_data_dominates():
+    monitor = DataWaitMonitor()
+    monitor._run = [0.9, 1.0, 10]
+    assert "90 %" in monitor.summary() and "data.augment: gpu" in monitor.summary()
+    monitor._run = [0.01, 1.0, 10]
+    assert "data.augment" not in monitor.summary()
