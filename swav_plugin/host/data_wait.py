@@ -62,12 +62,18 @@ class DataWaitMonitor(Callback):
             )
             self._interval = [0.0, 0.0, 0]
 
+    @property
+    def share(self) -> float:
+        """The data wait's share of the step time over the fit so far."""
+        wait, total, _ = self._run
+        return wait / total if total > 0 else 0.0
+
     def summary(self) -> str:
         """One line: mean wait per step and its share of the step time over the fit."""
-        wait, total, steps = self._run
+        wait, _, steps = self._run
         if steps == 0:
             return "data wait: no training steps ran"
-        share = wait / total if total > 0 else 0.0
+        share = self.share
         line = f"data wait: {1000 * wait / steps:.1f} ms per step, {100 * share:.0f} % of step time"
         if share > 0.2:  # the GPU idles a fifth of the time or more
             line += " (data loading limits the run: more data.num_workers or data.augment: gpu)"
