@@ -81,12 +81,17 @@ def test_recipe_derives_its_stated_schedule(name):
     assert 1.0 <= frozen_epochs <= 2.1, frozen_epochs
 
 
-def test_gpu_recipes_use_mixed_precision_and_imagenet_uses_sync_batchnorm():
+def test_gpu_recipes_use_the_lean_step_and_imagenet_uses_sync_batchnorm():
     for name in RECIPES:
-        trainer = load_recipe(ROOT / "recipes" / name)["trainer"]
+        recipe = load_recipe(ROOT / "recipes" / name)
+        trainer = recipe["trainer"]
         if name.startswith("demo"):
             continue
-        assert trainer["accelerator"] == "gpu" and trainer["precision"] == "16-mixed"
+        assert trainer["accelerator"] == "gpu" and trainer["precision"] == "bf16-mixed"
+        assert recipe["method"]["channels_last"]
+        # in-memory data sets augment on the GPU; image folders keep torchvision's exact crops
+        expected = "cpu" if name.startswith("imagenet") else "gpu"
+        assert recipe["data"].get("augment", "cpu") == expected
         if name.startswith("imagenet"):
             assert trainer["sync_batchnorm"] and trainer["strategy"] == "ddp"
 
