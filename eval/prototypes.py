@@ -23,8 +23,8 @@ from swav_plugin.evaluation.prototypes import (
     plot_usage,
     prototype_report,
 )
+from swav_plugin.host.atomic import save_json_atomic
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.runner import save_json_atomic
 
 
 def report(args: argparse.Namespace) -> int:

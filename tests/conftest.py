@@ -1,5 +1,7 @@
 """Shared fixtures: plugins loaded once, CPU-only determinism for small runs."""
 
+import subprocess
+
 import pytest
 import torch
 
@@ -54,3 +56,20 @@ def tiny_recipe(tmp_path):
         },
         "run": {"output_dir": str(tmp_path / "run"), "seed": 0},
     }
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a malicious checkpoint or cache would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", str(self.marker)],))
+
+
+@pytest.fixture
+def code_payload(tmp_path):
+    """``(payload, marker)``: saving ``payload`` in a file and unpickling it creates ``marker``."""
+    marker = tmp_path / "code_ran"
+    return RunsCode(marker), marker

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from swav_plugin.host.atomic import atomic_path
 
 _FORMAT = 1
 
@@ -87,15 +87,8 @@ class FeatureCache:
     def save(self, key: str, features: Tensor, labels: Tensor) -> Path:
         """Store the tensors of ``key`` atomically; returns the file's path."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"format": _FORMAT, "key": key, "features": features, "labels": labels,
                  "checksum": _checksum(features, labels)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(entry, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path

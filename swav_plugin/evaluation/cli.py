@@ -11,8 +11,8 @@ from typing import Any
 from torch import Tensor
 
 from swav_plugin.evaluation.features import features_of, load_checkpoint
+from swav_plugin.host.atomic import save_json_atomic
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.runner import save_json_atomic
 
 
 def tool_parser(doc: str, result_name: str) -> argparse.ArgumentParser:

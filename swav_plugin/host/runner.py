@@ -11,21 +11,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytorch_lightning as pl
-import yaml
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
+from swav_plugin.host.atomic import save_yaml_atomic
 from swav_plugin.host.data import DataModule
 from swav_plugin.host.data_wait import DataWaitMonitor
 from swav_plugin.host.dry_run import StepRecord, dry_run
@@ -71,29 +68,6 @@ def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"trainer.{key} cannot be set in a recipe: {why}")
     checked = resolve_kwargs(pl.Trainer, section, "trainer")
     return {k: v for k, v in checked.items() if k in section}
-
-
-def write_atomic(path: Path, write: Callable[[IO[str]], None]) -> None:
-    """Write ``path`` through a temporary file and a rename: never half a file on a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_yaml_atomic(data: Any, path: Path) -> None:
-    """Write ``data`` as YAML, atomically."""
-    write_atomic(path, lambda f: yaml.safe_dump(data, f, sort_keys=False))
-
-
-def save_json_atomic(data: Any, path: Path) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    write_atomic(path, lambda f: json.dump(data, f, indent=2))
 
 
 class RecipeCallback(Callback):
