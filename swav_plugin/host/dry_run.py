@@ -178,9 +178,8 @@ def dry_run(recipe: dict[str, Any], steps: int = 2) -> list[StepRecord]:
     report = DryRunReport()
     with tempfile.TemporaryDirectory(prefix="dry-run-") as tmp:
         rehearsal = rehearsal_recipe(recipe, steps, tmp)
-        method, data, trainer = build(rehearsal, extra_callbacks=[report])
-        if planned is not None and hasattr(method, "planned_world_size"):
-            method.planned_world_size = planned
+        method, data, trainer = build(rehearsal, extra_callbacks=[report],
+                                      planned_world_size=planned)
         print(f"dry run: {steps} step(s) on {trainer.strategy.root_device}, precision "
               f"{rehearsal['trainer'].get('precision', '32')}, random {data.dataset.size} px "
               f"images; launch world size {planned or 'unknown'}")

@@ -34,21 +34,59 @@ from swav_plugin.host.registry import REGISTRIES
 SECTIONS = ("method", "data", "trainer", "run", "callbacks")
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python object tags) that refuses a key given twice in a mapping.
+
+    Plain YAML keeps the last of two equal keys, so a second ``data:`` section or a repeated
+    ``batch_size`` would silently replace the first.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, collections.abc.Hashable) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                if isinstance(key, collections.abc.Hashable):
+                    seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a recipe file with ``yaml.safe_load`` (no Python object tags are honoured)."""
+    """Read a recipe file as plain YAML: no Python object tags, no key given twice."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe file '{path}' does not exist; pass the path of a YAML recipe")
     try:
-        recipe = yaml.safe_load(path.read_text())
+        recipe = yaml.load(path.read_text(), Loader=_RecipeLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"recipe '{path}' is not valid YAML{at}: {problem}") from None
+        raise ConfigError(_yaml_error_message(path, exc)) from None
     if not isinstance(recipe, dict):
         raise ConfigError(f"recipe '{path}' must be a mapping with sections {', '.join(SECTIONS)}")
     return recipe
+
+
+def _yaml_error_message(path: Path, exc: yaml.YAMLError) -> str:
+    where = getattr(exc, "problem_mark", None)
+    at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    tag = re.search(r"constructor for the tag '([^']*)'", problem)
+    if tag:
+        name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        problem = (
+            f"the tag '{name}' is not allowed; a recipe holds plain YAML values only "
+            "(mappings, lists, strings, numbers, booleans, null)"
+        )
+    elif problem.startswith("duplicate key"):
+        problem += " (YAML would silently keep the last one); keep one"
+    else:
+        problem += "; fix the YAML syntax there"
+    return f"recipe '{path}' is not valid YAML{at}: {problem}"
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ normalisation layers and biases.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,8 +114,11 @@ class SwAV(pl.LightningModule):
                 raise ValueError(f"{name} must be positive, got {value}")
         if not 0 <= final_lr_ratio <= 1:
             raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
-        if warmup_epochs < 0 or weight_decay < 0 or momentum < 0:
-            raise ValueError("warmup_epochs, weight_decay and momentum must be 0 or more")
+        for name, value in (
+            ("warmup_epochs", warmup_epochs), ("weight_decay", weight_decay), ("momentum", momentum)
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be 0 or more, got {value}")
         self.save_hyperparameters(ignore=["backbone", "head", "loss", "queue"])
         self.backbone = backbone
         self.head = head
@@ -146,41 +150,55 @@ class SwAV(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if stage != "fit":
             return
-        width = getattr(self.backbone, "num_features", self.head.input_dim)
-        if width != self.head.input_dim:
-            raise ConfigError(
-                f"the backbone outputs {width} features but head.input_dim is "
-                f"{self.head.input_dim}; set method.head.input_dim={width}"
-            )
-        if self.trainer.accumulate_grad_batches != 1:
-            raise ConfigError(
-                "gradient accumulation is on (trainer.accumulate_grad_batches="
-                f"{self.trainer.accumulate_grad_batches}) but Sinkhorn-Knopp would then balance "
-                "only micro-batches; use more devices or a queue instead and set it to 1"
-            )
         datamodule = getattr(self.trainer, "datamodule", None)
-        crop_sizes = getattr(getattr(datamodule, "transform", None), "crop_sizes", None)
-        if crop_sizes is not None:
-            try:
-                self.loss.check_num_crops(len(crop_sizes))
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+        accumulate = {"accumulate_grad_batches": self.trainer.accumulate_grad_batches}
+        self.check_launch(datamodule, accumulate, self.world_size)
         if self.queue is not None and self.queue.length > 0:
             self.queue.allocate(
                 len(self.loss.crops_for_assign),
                 self.queue.length // self.world_size,
                 self.head.output_dim,
             )
-        batch_size = getattr(datamodule, "batch_size", None)
-        if batch_size is not None:
-            self._check_batch(batch_size)
 
-    def _check_batch(self, batch_size: int) -> None:
-        global_batch = batch_size * self.world_size
-        queue_length = self.queue.length if self.queue is not None else 0
-        if self.queue is not None and 0 < self.queue.local_length < batch_size:
+    def check_launch(
+        self, datamodule: Any, trainer: Mapping[str, Any], world_size: int | None
+    ) -> None:
+        """Start-up checks of a launch: the data, the ``trainer`` settings, the world size.
+
+        The runner calls this before it builds the Trainer (so that a recipe that cannot run
+        fails before anything is written); :meth:`setup` again with the trainer's own values.
+        ``world_size`` ``None`` (not known yet): the checks that need it wait for ``setup``.
+        """
+        width = getattr(self.backbone, "num_features", self.head.input_dim)
+        if width != self.head.input_dim:
             raise ConfigError(
-                f"queue.length={queue_length} holds {self.queue.local_length} embeddings per "
+                f"the backbone outputs {width} features but head.input_dim is "
+                f"{self.head.input_dim}; set method.head.input_dim={width}"
+            )
+        accumulate = trainer.get("accumulate_grad_batches", 1)
+        if accumulate != 1:
+            raise ConfigError(
+                f"gradient accumulation is on (trainer.accumulate_grad_batches={accumulate}) "
+                "but Sinkhorn-Knopp would then balance only micro-batches; use more devices or "
+                "a queue instead and set it to 1"
+            )
+        crop_sizes = getattr(getattr(datamodule, "transform", None), "crop_sizes", None)
+        if crop_sizes is not None:
+            try:
+                self.loss.check_num_crops(len(crop_sizes))
+            except ValueError as exc:
+                raise ConfigError(f"method.loss: {exc}") from None
+        batch_size = getattr(datamodule, "batch_size", None)
+        if batch_size is not None and world_size is not None:
+            self._check_batch(batch_size, world_size)
+
+    def _check_batch(self, batch_size: int, world_size: int) -> None:
+        global_batch = batch_size * world_size
+        queue_length = self.queue.length if self.queue is not None else 0
+        local_length = queue_length // world_size  # what ``setup`` allocates per rank
+        if 0 < local_length < batch_size:
+            raise ConfigError(
+                f"method.queue.length={queue_length} holds {local_length} embeddings per "
                 f"rank, fewer than the per-device batch of {batch_size}; raise "
                 f"method.queue.length to at least {global_batch}"
             )
@@ -304,7 +322,7 @@ class SwAV(pl.LightningModule):
         groups, labels = batch
         batch_size = labels.shape[0]
         if not self._checked_batch:
-            self._check_batch(batch_size)
+            self._check_batch(batch_size, self.world_size)
         # one backbone pass per crop resolution
         features = torch.cat(
             [self.backbone(g.contiguous(memory_format=self.memory_format)) for g in groups]

@@ -109,7 +109,14 @@ class MultiCropTransform:
         missing = [k for k in _GROUP_KEYS if k not in group]
         if missing:
             raise ValueError(f"crops[{index}] lacks {', '.join(missing)}")
-        size, count, (low, high) = group["size"], group["count"], group["scale"]
+        for key in ("size", "count"):
+            value = group[key]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"crops[{index}]: {key} must be a whole number, got {value!r}")
+        scale = group["scale"]
+        if not isinstance(scale, (list, tuple)) or len(scale) != 2:
+            raise ValueError(f"crops[{index}]: scale must be a list [min, max], got {scale!r}")
+        size, count, (low, high) = group["size"], group["count"], scale
         if size < 1 or count < 1:
             raise ValueError(f"crops[{index}]: size and count must be positive, got {group}")
         if not 0 < low <= high <= 1:

@@ -141,8 +141,11 @@ def image_folder(root: str, split: str | None = "train") -> Dataset:
         raise ConfigError(f"image folder '{path}' does not exist; check the dataset's root/split")
     try:
         return torchvision.datasets.ImageFolder(str(path), loader=_rgb_loader)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"image folder '{path}': {exc}") from None
+    except FileNotFoundError as exc:  # no class folder, or class folders without images
+        raise ConfigError(
+            f"image folder '{path}': {str(exc).rstrip('.')}; the images must be laid out as "
+            f"{path}/CLASS/IMAGE (e.g. ImageNet's train/n01440764/*.JPEG)"
+        ) from None
 
 
 def _rgb_loader(path: str) -> Image.Image:
