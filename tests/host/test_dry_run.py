@@ -34,13 +34,13 @@ def test_launch_world_size(section, expected):
 
 def test_dry_run_rehearses_without_writing(tiny_recipe, tmp_path, capsys):
     tiny_recipe["trainer"]["devices"] = 2  # the launch: two devices; the rehearsal runs on one
-    tiny_recipe["trainer"]["precision"] = "16-mixed"  # a GPU precision: bf16 on a CPU
+    tiny_recipe["trainer"]["precision"] = "bf16-mixed"  # a GPU precision: fp32 on a CPU
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(tiny_recipe))
     assert main([str(path), "--dry-run", "--steps", "2"]) == 0
     printed = capsys.readouterr().out
     assert "launch world size 2" in printed
-    assert "precision bf16-mixed" in printed
+    assert "precision 32" in printed
     # 32 images per device; the collate stacks the 2 × 8 px and the 2 × 4 px crops by size
     assert printed.count("batch (64, 3, 8, 8), (64, 3, 4, 4), (32,)") == 2
     assert "swav-train: dry run passed" in printed
