@@ -34,27 +34,25 @@ from swav_plugin.host.registry import REGISTRIES
 SECTIONS = ("method", "data", "trainer", "run", "callbacks")
 
 
-class _RecipeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` (no Python object tags) that refuses a key given twice in a mapping.
+def _refuse_duplicate_keys(node: yaml.Node) -> None:
+    """Raise on a key given twice in any mapping of a composed YAML document.
 
     Plain YAML keeps the last of two equal keys, so a second ``data:`` section or a repeated
     ``batch_size`` would silently replace the first.
     """
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, collections.abc.Hashable) and key in seen:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
                     )
-                if isinstance(key, collections.abc.Hashable):
-                    seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+                seen.add(key_node.value)
+            _refuse_duplicate_keys(value_node)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item)
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
@@ -63,7 +61,11 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe file '{path}' does not exist; pass the path of a YAML recipe")
     try:
-        recipe = yaml.load(path.read_text(), Loader=_RecipeLoader)  # a SafeLoader
+        text = path.read_text()
+        document = yaml.compose(text, Loader=yaml.SafeLoader)  # syntax only: builds no object
+        if document is not None:
+            _refuse_duplicate_keys(document)
+        recipe = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_error_message(path, exc)) from None
     if not isinstance(recipe, dict):

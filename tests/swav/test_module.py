@@ -270,6 +270,6 @@ def test_compiled_backbone_trains_like_the_eager_one_and_saves_plain_keys(tiny_r
         method, trainer = fit(recipe)
         losses[compiled] = trainer.callback_metrics["train/loss"]
     torch.testing.assert_close(losses[True], losses[False], atol=1e-3, rtol=1e-3)
-    checkpoint = torch.load(tmp_path / "compiled_True" / "checkpoints" / "last.ckpt",
-                            weights_only=True)
+    saved = tmp_path / "compiled_True" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(saved, weights_only=True)
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
