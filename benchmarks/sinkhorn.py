@@ -24,20 +24,9 @@ import torch
 from harness import pick_device, synchronize
 from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn
 
-from swav_plugin.swav.sinkhorn import sinkhorn
+from swav_plugin.swav.sinkhorn import sinkhorn, sinkhorn_reference
 
 SIZES = ((4096, 3000), (256, 3000), (1024, 1000), (512, 100))
-
-
-def reference(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
-    """The official normalisation order in float64 (the ground truth of the comparison)."""
-    q = torch.exp(scores.double() / epsilon).t()
-    k, b = q.shape
-    q /= q.sum()
-    for _ in range(iterations):
-        q /= q.sum(dim=1, keepdim=True) * k
-        q /= q.sum(dim=0, keepdim=True) * b
-    return (q * b).t()
 
 
 def unit_scores(batch: int, prototypes: int, device: str, dim: int = 128) -> torch.Tensor:
@@ -84,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         batch, prototypes = (int(v) for v in size.lower().split("x"))
         scores = unit_scores(batch, prototypes, device)
-        truth = reference(scores.cpu())
+        truth = sinkhorn_reference(scores.cpu())
         for name, fn in implementations.items():
             codes = fn(scores)
             half_finite = {

@@ -91,3 +91,15 @@ def sinkhorn(
             sample_scale = (row_mass * global_batch).reciprocal().mT
         codes = kernel.mul_(prototype_scale.mT).div_(row_mass)
     return codes if scores.dim() == 3 else codes.squeeze(0)
+
+
+def sinkhorn_reference(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
+    """The official algorithm [1] in float64, rescaling the whole matrix: the ground truth that
+    the tests and ``benchmarks/sinkhorn.py`` compare :func:`sinkhorn` (and lightly's) with."""
+    q = torch.exp(scores.double() / epsilon).t()
+    num_prototypes, batch = q.shape
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * num_prototypes
+        q /= q.sum(dim=0, keepdim=True) * batch
+    return (q * batch).t()

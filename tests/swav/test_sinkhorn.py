@@ -2,17 +2,7 @@ import pytest
 import torch
 
 from swav_plugin.swav.sinkhorn import sinkhorn
-
-
-def reference_sinkhorn(scores, epsilon=0.05, iterations=3):
-    """Float64 transcription of the paper's eq. 5–7 (official normalisation order)."""
-    q = torch.exp(scores.double() / epsilon).t()
-    k, b = q.shape
-    q /= q.sum()
-    for _ in range(iterations):
-        q /= q.sum(dim=1, keepdim=True) * k
-        q /= q.sum(dim=0, keepdim=True) * b
-    return (q * b).t()
+from swav_plugin.swav.sinkhorn import sinkhorn_reference as reference_sinkhorn
 
 
 def unit_scores(batch, prototypes, dim=16, seed=0):
