@@ -3,10 +3,16 @@
 Two places to augment (``data.augment``): ``cpu``, the transform runs per image in the
 DataLoader workers; ``gpu``, the workers only deliver ``uint8`` images and the transform's
 batched version runs on the training device after the batch is moved there.
+
+Either way the order and the augmentation are seeded per sample (:mod:`.sampling`), and the
+DataModule's state in a checkpoint says where in which epoch the run stopped, so that a resumed
+run continues with exactly the batches an uninterrupted one would have seen.
 """
 
 from __future__ import annotations
 
+import random
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
@@ -17,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.sampling import Draw, ResumableSampler, seeded_call
 
 
 class BatchAugmentation(Protocol):
@@ -25,7 +32,7 @@ class BatchAugmentation(Protocol):
     def prepare(self, image: Any) -> Tensor:
         """One image as a fixed-size (3, H, W) ``uint8`` tensor (CPU, in the workers)."""
 
-    def __call__(self, images: Tensor) -> Any:
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Any:
         """The augmented batch of a ``uint8`` (B, 3, H, W) batch, on its device."""
 
 
@@ -34,6 +41,7 @@ class InMemoryImages(Dataset):
 
     For data sets exposing ``images`` (N, H, W, 3) ``uint8`` and ``labels`` (CIFAR, STL-10,
     digits): a batch is one indexing operation, with no PIL image and no per-sample Python.
+    Fetched with :class:`Draw`\\ s, a batch is ``(images, labels, seeds)``.
     """
 
     def __init__(self, images: Any, labels: Any) -> None:
@@ -49,32 +57,61 @@ class InMemoryImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-        index = torch.as_tensor(indices)
+    def __getitems__(self, keys: Sequence[int | Draw]) -> tuple[Tensor, ...]:
+        if keys and isinstance(keys[0], Draw):
+            index = torch.as_tensor([draw.index for draw in keys])
+            seeds = torch.as_tensor([draw.seed for draw in keys])
+            return self.images[index], self.labels[index], seeds
+        index = torch.as_tensor(keys)
         return self.images[index], self.labels[index]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.images[index], self.labels[index]
 
 
-def _as_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM and SIGUSR1.
+
+    A scheduler signals every process of a job, workers included; the main process then saves
+    a checkpoint at the next step boundary and shuts its workers down itself. A worker killed
+    by the signal would instead abort the run (PyTorch raises in the main process as soon as
+    a worker dies), possibly in the middle of writing that checkpoint.
+    """
+    for name in ("SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def _as_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Collate of :class:`InMemoryImages`: its ``__getitems__`` already made the batch."""
     return batch
 
 
 class TransformedDataset(Dataset):
-    """Applies ``transform`` to the image of each ``(image, label)`` sample of ``dataset``."""
+    """Applies ``transform`` to the image of each ``(image, label)`` sample of ``dataset``.
 
-    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any] | None) -> None:
+    Fetched with a :class:`Draw`, the transform runs seeded by the draw's seed, and with
+    ``with_seed`` the sample is ``(image, label, seed)``.
+    """
+
+    def __init__(
+        self, dataset: Dataset, transform: Callable[[Any], Any] | None, with_seed: bool = False
+    ) -> None:
         self.dataset = dataset
         self.transform = transform
+        self.with_seed = with_seed
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, label = self.dataset[index]
-        return (self.transform(image) if self.transform else image), label
+    def __getitem__(self, key: int | Draw) -> tuple[Any, ...]:
+        draw = key if isinstance(key, Draw) else None
+        image, label = self.dataset[draw.index if draw else key]
+        if self.transform is not None:
+            image = seeded_call(draw.seed, self.transform, image) if draw else self.transform(image)
+        if self.with_seed and draw:
+            return image, label, draw.seed
+        return image, label
 
 
 class DataModule(pl.LightningDataModule):
@@ -93,6 +130,10 @@ class DataModule(pl.LightningDataModule):
             deliver ``uint8`` images (one indexing per batch for data sets held in memory) and
             ``transform.batch_augmentation()`` runs on the training device (the GPU; on a CPU
             run, batched on the CPU); ``collate`` is then not used.
+
+    Attributes:
+        seed: The run's seed for the order and the augmentation (the runner sets ``run.seed``);
+            ``None``: drawn at random when the first loader is made (and kept in checkpoints).
     """
 
     def __init__(
@@ -134,6 +175,10 @@ class DataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.drop_last = drop_last
+        self.seed: int | None = None
+        self._start = (0, 0)  # (epoch, batches done) the next loader starts at
+        self._batch_seed: int | None = None
+        self._generator: torch.Generator | None = None
 
     def train_dataloader(self) -> DataLoader:
         dataset: Dataset = TransformedDataset(self.dataset, self.transform)
@@ -143,21 +188,65 @@ class DataModule(pl.LightningDataModule):
                 dataset = InMemoryImages(self.dataset.images, self.dataset.labels)
                 collate = _as_batch
             else:
-                dataset = TransformedDataset(self.dataset, self.batch_augment.prepare)
+                dataset = TransformedDataset(self.dataset, self.batch_augment.prepare, True)
                 collate = default_collate
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        if self.seed is None:
+            self.seed = random.SystemRandom().getrandbits(63)
+            if trainer is not None:  # every rank must shuffle alike
+                self.seed = trainer.strategy.broadcast(self.seed)
+        sampler = ResumableSampler(dataset, world_size, rank, self.seed, self.batch_size,
+                                   *self._start)
+        self._start = (0, 0)  # a loader made later (a reload) starts its epochs whole
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             pin_memory=self.pin_memory,
             drop_last=self.drop_last,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=_ignore_stop_signals,
+            # the workers' base seed comes from here, not from the global generator
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the run stands: the seed and the (epoch, batches done) to continue at."""
+        epoch, done = 0, 0
+        trainer = self.trainer
+        if trainer is not None:
+            epoch = trainer.current_epoch
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            ended = trainer.fit_loop.epoch_progress.current.processed > epoch
+            if ended or done >= trainer.num_training_batches:  # the next epoch, from its start
+                epoch, done = epoch + 1, 0
+        return {"seed": self.seed, "epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seed = state_dict["seed"]
+        self._start = (state_dict["epoch"], state_dict["batches_done"])
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.batch_augment is None or len(batch) != 3:
+            return batch
+        images, labels, seeds = batch
+        self._batch_seed = int(seeds[0])  # a host tensor: no device read
+        return images, labels
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.batch_augment is None:
             return batch
         images, labels = batch
-        return self.batch_augment(images), labels
+        return self.batch_augment(images, self._device_generator(images.device)), labels
+
+    def _device_generator(self, device: torch.device) -> torch.Generator | None:
+        """A generator on ``device`` seeded by the batch's first sample (``None``: unseeded)."""
+        seed, self._batch_seed = self._batch_seed, None
+        if seed is None:
+            return None
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+        return self._generator.manual_seed(seed)

@@ -1,3 +1,7 @@
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -32,8 +36,9 @@ def test_gpu_augment_fetches_uint8_batches_from_memory_and_crops_after_transfer(
     data = module(digits(image_size=8), "gpu", batch_size=16)
     loader = data.train_dataloader()
     assert isinstance(loader.dataset, InMemoryImages)
-    images, labels = next(iter(loader))
+    images, labels, seeds = next(iter(loader))
     assert images.dtype == torch.uint8 and images.shape == (16, 3, 8, 8)
+    assert seeds.dtype == torch.int64 and seeds.shape == (16,)
     groups, same_labels = data.on_after_batch_transfer((images, labels), 0)
     assert same_labels is labels
     cpu_groups, _ = next(iter(module(digits(image_size=8), "cpu", 16).train_dataloader()))
@@ -52,7 +57,7 @@ def test_gpu_augment_batch_equals_the_indexed_samples():
 
 def test_gpu_augment_prepares_images_of_any_size_per_sample():
     data = module(PILOnly(), "gpu", batch_size=3)
-    images, labels = next(iter(data.train_dataloader()))
+    images, labels, seeds = next(iter(data.train_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (3, 3, 9, 9)  # load 8 × 8/7 = 9
 
 
@@ -76,3 +81,19 @@ def test_unknown_augment_place():
 def test_in_memory_images_must_be_uint8_rgb():
     with pytest.raises(ConfigError, match="uint8"):
         InMemoryImages(np.zeros((2, 8, 8, 3), dtype=np.float32), [0, 1])
+
+
+def test_workers_outlive_the_stop_signals_a_scheduler_sends_the_whole_job():
+    # the main process stops them itself after its checkpoint; a worker killed by the signal
+    # would abort the run while the checkpoint is being written
+    data = DataModule(digits(image_size=8), MultiCropTransform(crops=CROPS), MultiCropCollate(),
+                      batch_size=4, num_workers=1, pin_memory=False)
+    batches = iter(data.train_dataloader())
+    next(batches)
+    for worker in batches._workers:
+        os.kill(worker.pid, signal.SIGTERM)
+        os.kill(worker.pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    assert all(worker.is_alive() for worker in batches._workers)
+    for _ in range(3):
+        next(batches)
