@@ -3,9 +3,9 @@
 CIFAR-10/100 and STL-10 come through torchvision (downloaded on first use when
 ``download: true``, files checked by torchvision) and are held as one ``uint8`` array, which
 ``data.augment: gpu`` batches without PIL; ``image_folder`` reads any
-``root/split/class/image`` tree (ImageNet's layout); ``digits`` is scikit-learn's 8×8
-hand-written digits, which ship inside the scikit-learn package and so need no download: the
-embedded default for demos and tests.
+``root/split/class/image`` tree (ImageNet's layout), skipping the files it cannot read;
+``digits`` is scikit-learn's 8×8 hand-written digits, which ship inside the scikit-learn
+package and so need no download: the embedded default for demos and tests.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.registry import DATASETS
+from swav_plugin.zoo.images import SkippingImageFolder
 
 
 class ImageArrayDataset(Dataset):
@@ -131,23 +132,22 @@ def stl10(
 
 
 @DATASETS.register("image_folder")
-def image_folder(root: str, split: str | None = "train") -> Dataset:
+def image_folder(root: str, split: str | None = "train") -> SkippingImageFolder:
     """An ImageFolder tree ``root/split/class_name/image.jpg`` (ImageNet's layout).
 
-    ``split: null`` reads ``root/class_name/...`` directly.
+    ``split: null`` reads ``root/class_name/...`` directly. Every image comes out 8-bit RGB;
+    unreadable files are replaced by the next readable sample, logged and counted
+    (``skipped_count``, ``skipped_paths()``: see
+    :class:`~swav_plugin.zoo.images.SkippingImageFolder`).
     """
     path = Path(root) / split if split else Path(root)
     if not path.is_dir():
         raise ConfigError(f"image folder '{path}' does not exist; check the dataset's root/split")
     try:
-        return torchvision.datasets.ImageFolder(str(path), loader=_rgb_loader)
+        return SkippingImageFolder(str(path))
     except FileNotFoundError as exc:  # no class folder, or class folders without images
         raise ConfigError(
             f"image folder '{path}': {str(exc).rstrip('.')}; the images must be laid out as "
             f"{path}/CLASS/IMAGE (e.g. ImageNet's train/n01440764/*.JPEG)"
         ) from None
 
-
-def _rgb_loader(path: str) -> Image.Image:
-    with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
