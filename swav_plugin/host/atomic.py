@@ -7,6 +7,7 @@ POSIX file systems: a crash, a full disk or a kill mid-write leaves the previous
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -24,11 +25,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    # mkstemp makes the file private (0600); give it the permissions of any new file
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: Path, write: Callable[[IO[str]], None]) -> None:
@@ -45,3 +54,12 @@ def save_yaml_atomic(data: Any, path: Path) -> None:
 def save_json_atomic(data: Any, path: Path) -> None:
     """Write ``data`` as indented JSON, atomically."""
     write_atomic(path, lambda f: json.dump(data, f, indent=2))
+
+
+def file_digest(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    """SHA-256 of a file's contents (streamed: bounded memory for large checkpoints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()

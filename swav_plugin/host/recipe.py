@@ -177,7 +177,7 @@ def resolve_component(node: Any, kind: str, path: str) -> dict[str, Any]:
 def resolve_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path: str) -> dict:
     """Check ``kwargs`` against ``factory``'s signature; return them with defaults filled in."""
     params = _parameters(factory)
-    hints = _type_hints(factory)
+    hints = type_hints(factory)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     resolved: dict[str, Any] = {}
     for key, value in kwargs.items():
@@ -239,11 +239,12 @@ def _parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if p.kind is not p.VAR_POSITIONAL}
 
 
-def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+def type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved type hints of a component's constructor (``{}`` when they cannot be)."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
         return typing.get_type_hints(target)
-    except Exception:  # unresolvable forward references: check nothing rather than guess
+    except (NameError, TypeError):  # unresolvable forward references: check nothing, not guess
         return {}
 
 

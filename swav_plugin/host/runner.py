@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import signal
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,26 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from swav_plugin.host.atomic import save_yaml_atomic
+from swav_plugin.host.checkpointing import (
+    LAST,
+    PREEMPTED_EXIT,
+    Checkpoints,
+    VerifiedCheckpointIO,
+    latest_good_checkpoint,
+    read_checkpoint,
+    step_checkpoints,
+)
 from swav_plugin.host.data import DataModule
 from swav_plugin.host.data_wait import DataWaitMonitor
 from swav_plugin.host.dry_run import StepRecord, dry_run, launch_world_size
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.health import NonFiniteGuard, TrainingStopped
+from swav_plugin.host.metrics_log import RunLogger
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import build_component, call_with_kwargs, load_recipe, resolve_kwargs
 from swav_plugin.host.registry import REGISTRIES
@@ -41,26 +55,72 @@ RUNNER_OWNED = {
 }
 
 
+#: Recipe keys a resumed run may change. Those of ``trainer`` (e.g. the device count or the
+#: precision) may change the result: a warning says so.
+RESUMABLE_CHANGES = ("trainer", "run", "callbacks", "data.num_workers", "data.pin_memory")
+#: Keys that change only what is shown.
+COSMETIC = ("run", "data.num_workers", "data.pin_memory", "trainer.enable_progress_bar",
+            "trainer.enable_model_summary", "trainer.log_every_n_steps")
+
+
 class RunOptions:
     """The ``run`` section of a recipe.
 
     Args:
         output_dir: Directory for the resolved recipe, logs and checkpoints.
-        seed: Seed for every random number generator (and DataLoader workers); ``None``: none.
-        resume_from: A checkpoint of this recipe to continue from (model, optimizer, schedule,
-            loop position and the method's own state, e.g. SwAV's per-rank queues).
+        seed: Seed of the model's initialisation, the data order and every augmentation;
+            ``None``: drawn at random (and kept in the checkpoints).
+        resume: Continue from the newest good checkpoint in ``output_dir`` when there is one
+            (so the same command, run again after a crash or preemption, picks up where the
+            run stopped); ``false`` refuses to reuse a directory that holds checkpoints.
+        resume_from: A checkpoint of this recipe to start from when ``output_dir`` has no
+            checkpoints yet (model, optimizer, schedule, data position, seeds and the method's
+            own state, e.g. SwAV's queues); once it has, the run continues from its own.
+        checkpoint_every_n_steps: Optimizer steps between mid-epoch checkpoints (a checkpoint
+            is also written at every epoch end and when the run is stopped by a signal).
+        keep_checkpoints: How many of the newest checkpoints to keep.
+        max_nonfinite_steps: Steps with non-finite gradients are skipped; this many in a row
+            stop the run (see :mod:`swav_plugin.host.health`).
     """
 
     def __init__(
-        self, output_dir: str = "runs/default", seed: int | None = 0, resume_from: str | None = None
+        self,
+        output_dir: str = "runs/default",
+        seed: int | None = 0,
+        resume: bool = True,
+        resume_from: str | None = None,
+        checkpoint_every_n_steps: int | None = 500,
+        keep_checkpoints: int = 2,
+        max_nonfinite_steps: int = 20,
     ) -> None:
-        if resume_from is not None and not Path(resume_from).is_file():
+        own = Path(output_dir) / "checkpoints"
+        if resume_from is not None and not Path(resume_from).is_file() and not (
+            resume and step_checkpoints(own)
+        ):
             raise ConfigError(
                 f"run.resume_from: checkpoint '{resume_from}' does not exist; fix the path"
             )
+        if checkpoint_every_n_steps is not None and checkpoint_every_n_steps < 1:
+            raise ConfigError(
+                f"run.checkpoint_every_n_steps: expected a positive number of steps or null "
+                f"(epoch ends only), got {checkpoint_every_n_steps}"
+            )
+        if keep_checkpoints < 1:
+            raise ConfigError(
+                f"run.keep_checkpoints: expected at least 1 (2 keeps a fallback), got "
+                f"{keep_checkpoints}"
+            )
+        if max_nonfinite_steps < 1:
+            raise ConfigError(
+                f"run.max_nonfinite_steps: expected at least 1, got {max_nonfinite_steps}"
+            )
         self.output_dir = Path(output_dir)
         self.seed = seed
+        self.resume = resume
         self.resume_from = resume_from
+        self.checkpoint_every_n_steps = checkpoint_every_n_steps
+        self.keep_checkpoints = keep_checkpoints
+        self.max_nonfinite_steps = max_nonfinite_steps
 
 
 def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,6 +195,7 @@ def build(
         pl.seed_everything(options.seed, workers=True, verbose=False)
     method = build_component(recipe["method"], "method")
     data = call_with_kwargs(DataModule, recipe["data"], "data")
+    data.seed = options.seed
     if planned_world_size is not None and hasattr(method, "planned_world_size"):
         method.planned_world_size = planned_world_size
     check_launch = getattr(method, "check_launch", None)
@@ -145,12 +206,11 @@ def build(
     listed = [build_component(node, "callback", f"callbacks[{i}]")
               for i, node in enumerate(recipe.get("callbacks", []))]
     out = options.output_dir
-    # A re-run replaces last.ckpt; Lightning would otherwise write last-v1.ckpt beside it.
-    checkpoints = ModelCheckpoint(
-        dirpath=out / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False
+    checkpoints = Checkpoints(
+        out / "checkpoints", options.checkpoint_every_n_steps, options.keep_checkpoints
     )
-    callbacks = [checkpoints, RecipeCallback(recipe, out), DataWaitMonitor(), *listed,
-                 *extra_callbacks]
+    callbacks = [checkpoints, RecipeCallback(recipe, out), DataWaitMonitor(),
+                 NonFiniteGuard(options.max_nonfinite_steps), *listed, *extra_callbacks]
     if recipe["trainer"].get("enable_progress_bar", True):
         # The bar reads its metrics back from the device when it redraws: on the logging
         # steps only, not every step, so that it does not stall the GPU.
@@ -160,8 +220,9 @@ def build(
         trainer = pl.Trainer(
             **recipe["trainer"],
             default_root_dir=out,
-            logger=CSVLogger(save_dir=out, name="", version=""),
+            logger=RunLogger(out),
             callbacks=callbacks,
+            plugins=[VerifiedCheckpointIO()],
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"trainer: {exc}") from exc
@@ -175,21 +236,112 @@ def build(
     return method, data, trainer
 
 
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two recipes (or sub-trees of them)."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        keys = list(dict.fromkeys([*saved, *current]))
+        return [d for k in keys
+                for d in _differences(saved.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if saved == current else [prefix.rstrip(".")]
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(f"{p}.") for p in prefixes)
+
+
+def check_same_recipe(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a checkpoint with a recipe that computes something else; warn when
+    a ``trainer`` key changed (the run goes on, but not exactly as it would have)."""
+    differences = _differences(saved, current)
+    changed = [key for key in differences if not _under(key, RESUMABLE_CHANGES)]
+    if changed:
+        raise ConfigError(
+            f"checkpoint '{path}' was trained with another recipe ({len(changed)} key(s) "
+            f"differ, e.g. {changed[0]}); resume with the recipe saved in it, or set "
+            "run.output_dir to a new directory to start a new run"
+        )
+    altered = [key for key in differences if not _under(key, COSMETIC)]
+    if altered:
+        _warn(f"resuming with {', '.join(altered)} changed: the run continues, but not as "
+              "it would have without the interruption (the learning-rate schedule keeps the "
+              "length it was planned with)")
+
+
+def _warn(message: str) -> None:
+    if rank_zero_only.rank == 0:
+        print(f"swav-train: warning: {message}", file=sys.stderr)
+
+
+def resume_point(recipe: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint a run continues from, read and verified, or ``None`` for a fresh run.
+
+    ``run.resume_from`` when set; else, with ``run.resume`` (the default), the newest good
+    checkpoint of ``run.output_dir`` (older ones are fallbacks for a corrupt newest one).
+    A directory with checkpoints and ``run.resume: false`` is refused: nothing is overwritten.
+    """
+    options = RunOptions(**recipe["run"])
+    directory = options.output_dir / "checkpoints"
+    own = step_checkpoints(directory) or (directory / LAST).exists()
+    if own and not options.resume:
+        raise ConfigError(
+            f"run.output_dir '{options.output_dir}' holds the checkpoints of an earlier run "
+            "and run.resume is false; set run.resume: true to continue it, or choose another "
+            "run.output_dir"
+        )
+    found: tuple[Path, dict[str, Any]] | None = None
+    if own:
+        # The run's own checkpoints come first, resume_from or not: a requeued job that
+        # started from resume_from must continue where it stopped, not start over.
+        found = latest_good_checkpoint(directory, _warn)
+    elif options.resume_from is not None:
+        path = Path(options.resume_from)
+        found = (path, read_checkpoint(path))
+    if found is not None:
+        saved = found[1].get("recipe")
+        if saved is not None:
+            check_same_recipe(saved, recipe, found[0])
+        _warn(f"resuming from {found[0]} (step {found[1].get('global_step', '?')})")
+    return found
+
+
 def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.Trainer:
-    """Train the method of a resolved recipe; returns the fitted trainer."""
+    """Train the method of a resolved recipe, resuming its run when it has checkpoints.
+
+    Returns the trainer; ``trainer.checkpoint_callback.preempted`` tells whether it stopped on
+    a signal (after saving a checkpoint).
+    """
     created = Path(recipe["run"]["output_dir"]).absolute()
     while not created.parent.exists():
         created = created.parent
     new_dir = not created.exists()
-    method, data, trainer = build(recipe, extra_callbacks)
+    method, data, trainer = build(recipe, extra_callbacks)  # a bad recipe fails first
+    resume = resume_point(recipe)
+    ckpt_path = None
+    if resume is not None:
+        ckpt_path = resume[0]
+        trainer.logger.resume_step = resume[1].get("global_step", 0)
+        trainer.strategy.checkpoint_io.preload(*resume)  # verified once, not read again
+        resume = None
     try:
-        trainer.fit(method, datamodule=data, ckpt_path=recipe["run"].get("resume_from"))
+        with warnings.catch_warnings():
+            # The DataModule's state (seed, epoch, batches done) resumes the loader exactly;
+            # Lightning only recognises loaders that carry a state themselves.
+            warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended")
+            trainer.fit(method, datamodule=data, ckpt_path=ckpt_path)
     except ConfigError:
         # A check inside fit (e.g. one that needs the trainer's world size) failed after the
         # logger made the run directory: leave no empty run directory behind.
         if new_dir:
             _remove_empty_dirs(created)
         raise
+    except SIGTERMException:
+        if not trainer.checkpoint_callback.preempted:
+            raise SystemExit(128 + signal.SIGTERM) from None  # stopped without a checkpoint
+    skipped = getattr(data.dataset, "skipped_count", 0)
+    if skipped:
+        print(f"swav-train: warning: {skipped} unreadable image(s) were skipped and replaced by "
+              f"the next readable one (rank {trainer.global_rank}); their paths are in the "
+              "'skipped unreadable image' lines above", file=sys.stderr)
     return trainer
 
 
@@ -253,8 +405,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"swav-train: error: {message}", file=sys.stderr)
         return 2
+    except TrainingStopped as exc:
+        print(f"swav-train: error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(recipe["run"]["output_dir"]).resolve()
+    if trainer.checkpoint_callback.preempted:
+        if trainer.is_global_zero:
+            print(f"swav-train: stopped by a signal after step {trainer.global_step}; the "
+                  f"checkpoint is in {out / 'checkpoints'}; run the same command to resume",
+                  file=sys.stderr)
+        return PREEMPTED_EXIT
     if trainer.is_global_zero:
-        print(f"swav-train: run written to {Path(recipe['run']['output_dir']).resolve()}")
+        print(f"swav-train: run written to {out}")
     return 0
 
 

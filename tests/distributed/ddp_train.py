@@ -1,9 +1,8 @@
 """Trains a tiny SwAV recipe through the runner under Lightning's CPU DDP (2 processes, gloo).
 
-Run as a script: ``python tests/distributed/ddp_train.py OUT_DIR [RESUME_CHECKPOINT]``.
+Run as a script: ``python tests/distributed/ddp_train.py OUT_DIR``.
 Lightning re-launches this script for rank 1, so both ranks run everything below; each writes
-what it saw to ``OUT_DIR/rank{r}.pt`` for ``test_ddp_training.py`` to compare. With a
-checkpoint of the same (finished) run, the ranks only restore it.
+what it saw to ``OUT_DIR/rank{r}.pt`` for ``test_ddp_training.py`` to compare.
 """
 
 import sys
@@ -45,7 +44,7 @@ class Recorder(Callback):
         self.indices.append(batch[1].tolist())
 
 
-def recipe(out: Path, resume_from: str | None) -> dict:
+def recipe(out: Path) -> dict:
     # No SyncBatchNorm: torch's DDP accepts it only on GPUs (test_ddp_training.py checks that
     # the recipe key converts the layers).
     return {
@@ -71,15 +70,15 @@ def recipe(out: Path, resume_from: str | None) -> dict:
                     "devices": 2, "strategy": "ddp",
                     "enable_progress_bar": False, "enable_model_summary": False,
                     "log_every_n_steps": 1},
-        "run": {"output_dir": str(out / "run"), "seed": 0, "resume_from": resume_from},
+        "run": {"output_dir": str(out / "run"), "seed": 0},
     }
 
 
-def main(out: Path, resume_from: str | None) -> None:
+def main(out: Path) -> None:
     load_plugins()
     torch.set_num_threads(1)
     recorder = Recorder()
-    trainer = run(resolve(recipe(out, resume_from)), extra_callbacks=[recorder])
+    trainer = run(resolve(recipe(out)), extra_callbacks=[recorder])
     method = trainer.lightning_module
     torch.save(
         {
@@ -96,4 +95,4 @@ def main(out: Path, resume_from: str | None) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
+    main(Path(sys.argv[1]))

@@ -16,8 +16,8 @@ SCRIPT = Path(__file__).with_name("ddp_train.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def launch(out: Path, *args: str) -> list[dict]:
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), *args], cwd=ROOT,
+def launch(out: Path) -> list[dict]:
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -73,12 +73,15 @@ def test_logged_metrics_are_means_over_ranks(trained):
 def test_only_rank_zero_writes_the_run_directory(trained):
     out, _ = trained
     written = sorted(str(p.relative_to(out / "run")) for p in (out / "run").rglob("*"))
-    assert written == ["checkpoints", "checkpoints/last.ckpt", "hparams.yaml", "metrics.csv",
-                       "recipe.yaml"]
+    assert written == ["checkpoints", "checkpoints/last.ckpt",
+                       "checkpoints/step=000000003.ckpt", "checkpoints/step=000000003.ckpt.sha256",
+                       "checkpoints/step=000000006.ckpt", "checkpoints/step=000000006.ckpt.sha256",
+                       "hparams.yaml", "metrics.csv", "recipe.yaml"]
 
 
 @pytest.mark.slow
-def test_each_rank_saves_and_restores_its_own_queue(trained, tmp_path):
+def test_each_rank_keeps_and_saves_its_own_queue(trained):
+    # (test_resume.py resumes a DDP run from such a checkpoint, bit-identically)
     out, ranks = trained
     for r in ranks:  # 2 epochs × 3 steps × 16 > 32 per rank: full, and used
         assert r["queue_filled"] == 32 and r["queue"].shape == (2, 32, 16)
@@ -88,9 +91,3 @@ def test_each_rank_saves_and_restores_its_own_queue(trained, tmp_path):
     checkpoint = torch.load(out / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     for rank, r in enumerate(ranks):
         torch.testing.assert_close(checkpoint["swav_queues"]["embeddings"][rank], r["queue"])
-
-    restored = launch(tmp_path, str(out / "run" / "checkpoints" / "last.ckpt"))
-    for before, after in zip(ranks, restored, strict=True):
-        assert after["losses"] == []  # the run had finished: restore only
-        torch.testing.assert_close(after["queue"], before["queue"])
-        assert after["queue_filled"] == 32
