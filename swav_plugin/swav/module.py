@@ -23,7 +23,7 @@ import torch
 from lightly.models.utils import get_weight_decay_parameters
 from lightly.utils.lars import LARS
 from lightly.utils.scheduler import CosineWarmupScheduler
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -89,6 +89,10 @@ class SwAV(pl.LightningModule):
             with bf16 / fp16 on tensor-core GPUs).
         compile_backbone: Compile the backbone with ``torch.compile`` (first steps are slow
             while it compiles; checkpoints keep the plain parameter names).
+        collapse_prototypes, collapse_share, collapse_patience_steps: Warn of collapse when
+            the ``collapse_prototypes`` most used prototypes take at least ``collapse_share``
+            of the assigned crops (by argmax of the scores) at every logging step for
+            ``collapse_patience_steps`` steps. Logged as ``train/top_prototypes_share``.
     """
 
     def __init__(
@@ -107,6 +111,9 @@ class SwAV(pl.LightningModule):
         lars_trust_coefficient: float = 0.001,
         channels_last: bool = False,
         compile_backbone: bool = False,
+        collapse_prototypes: int = 3,
+        collapse_share: float = 0.9,
+        collapse_patience_steps: int = 200,
     ) -> None:
         super().__init__()
         for name, value in (("lr", lr), ("lr_batch_size", lr_batch_size)):
@@ -119,6 +126,12 @@ class SwAV(pl.LightningModule):
         ):
             if value < 0:
                 raise ValueError(f"{name} must be 0 or more, got {value}")
+        for name, value in (("collapse_prototypes", collapse_prototypes),
+                            ("collapse_patience_steps", collapse_patience_steps)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if not 0 < collapse_share <= 1:
+            raise ValueError(f"collapse_share must be in (0, 1], got {collapse_share}")
         self.save_hyperparameters(ignore=["backbone", "head", "loss", "queue"])
         self.backbone = backbone
         self.head = head
@@ -139,6 +152,8 @@ class SwAV(pl.LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
         if compile_backbone:
             self.backbone.compile()  # in place: state-dict keys stay those of the plain model
+        # steps in a row (on the device) at which the top prototypes took most of the crops
+        self._collapsed_steps: Tensor | None = None
 
     @property
     def world_size(self) -> int:
@@ -366,26 +381,54 @@ class SwAV(pl.LightningModule):
         # Step values only on the steps the logger writes: a Python number logged on a GPU
         # run is a host-to-device copy, and every logged value is all-reduced under DDP.
         every = self.trainer.log_every_n_steps
-        if every == 0 or (self.global_step + 1) % every:
+        if every and (self.global_step + 1) % every == 0:
+            normalized = sum(h.detach() / math.log(k)
+                             for h, k in zip(head_losses, ks, strict=True))
+            counts = torch.zeros(ks[0], device=first.device)
+            counts.index_add_(0, assigned.argmax(1), torch.ones_like(assigned[:, 0]))
+            top = counts.topk(min(self.hparams.collapse_prototypes, ks[0])).values.sum()
+            top_share = top / counts.sum()
+            self._track_collapse(top_share, every)
+            # sync_dist: under DDP the logged values are means over the ranks, not rank 0's.
+            self.log_dict(
+                {"train/loss": loss, "train/loss_over_lnK": normalized / len(ks)},
+                prog_bar=True,
+                sync_dist=True,
+                batch_size=batch_size,
+            )
+            self.log_dict(
+                {
+                    "train/usage_entropy": usage_entropy,
+                    "train/prototypes_used": (counts > 0).sum().float(),  # no torch.unique
+                    "train/top_prototypes_share": top_share,
+                    "train/queue_in_use": float(queue_used),
+                    # the scheduled, batch-scaled rate: a wrong device count shows here at once
+                    "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+                },
+                sync_dist=True,
+                batch_size=batch_size,
+            )
+        self._warn_if_collapsed()
+
+    def _track_collapse(self, top_share: Tensor, every: int) -> None:
+        """Count, on the device, the steps in a row whose top prototypes took most crops."""
+        collapsed = (top_share >= self.hparams.collapse_share).long()
+        if self._collapsed_steps is None:
+            self._collapsed_steps = torch.zeros((), dtype=torch.long, device=top_share.device)
+        self._collapsed_steps.add_(every).mul_(collapsed)
+
+    def _warn_if_collapsed(self) -> None:
+        patience = self.hparams.collapse_patience_steps
+        if self._collapsed_steps is None or (self.global_step + 1) % patience:
             return
-        normalized = sum(h.detach() / math.log(k) for h, k in zip(head_losses, ks, strict=True))
-        hits = torch.zeros(ks[0], device=first.device)
-        used = hits.index_fill_(0, assigned.argmax(1), 1.0).sum()  # no torch.unique: no sync
-        # sync_dist: under DDP the logged values are means over the ranks, not rank 0's.
-        self.log_dict(
-            {"train/loss": loss, "train/loss_over_lnK": normalized / len(ks)},
-            prog_bar=True,
-            sync_dist=True,
-            batch_size=batch_size,
-        )
-        self.log_dict(
-            {
-                "train/usage_entropy": usage_entropy,
-                "train/prototypes_used": used,
-                "train/queue_in_use": float(queue_used),
-                # the scheduled, batch-scaled rate: a wrong device count shows here at once
-                "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
-            },
-            sync_dist=True,
-            batch_size=batch_size,
-        )
+        steps = int(self._collapsed_steps)  # read once every collapse_patience_steps steps
+        if steps >= patience:
+            hp = self.hparams
+            rank_zero_warn(
+                f"SwAV may be collapsing: for the last {steps} steps, {hp.collapse_prototypes} "
+                f"prototypes took at least {hp.collapse_share:.0%} of the assigned crops at "
+                "every logged step. Usual remedies: a lower method.lr, a larger "
+                "method.loss.epsilon, more method.head.freeze_prototypes_iters, or a queue "
+                "(method.queue) when the batch is small"
+            )
+            self._collapsed_steps.zero_()

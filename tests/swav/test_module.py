@@ -3,6 +3,7 @@ import csv
 import math
 import os
 import sys
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -273,3 +274,36 @@ def test_compiled_backbone_trains_like_the_eager_one_and_saves_plain_keys(tiny_r
     saved = tmp_path / "compiled_True" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(saved, weights_only=True)
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
+
+
+def assignments_forced(method, owner):
+    """Make the argmax prototype of sample ``i`` be ``owner(i)``, keeping the gradient path."""
+    forward = method.head.forward
+
+    def forced(features):
+        z, scores = forward(features)
+        index = owner(torch.arange(len(z)))
+        return z, [s * 0 + 10 * torch.nn.functional.one_hot(index, s.shape[1]) for s in scores]
+
+    method.head.forward = forced
+
+
+@pytest.mark.parametrize(("owner", "warns"), [
+    (lambda i: torch.zeros_like(i), True),  # every crop to one prototype: collapse
+    (lambda i: i % 20, False),  # spread over all 20
+])
+def test_collapse_warning_when_few_prototypes_take_the_crops_for_long(tiny_recipe, owner, warns):
+    recipe = resolved(tiny_recipe, trainer__limit_train_batches=2, trainer__max_epochs=2,
+                      method__collapse_patience_steps=4)
+    method, data, trainer = build(recipe)
+    assignments_forced(method, owner)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(method, datamodule=data)
+    messages = [str(w.message) for w in caught if "collapsing" in str(w.message)]
+    assert len(messages) == int(warns)
+    if warns:
+        assert "for the last 4 steps, 3 prototypes took at least 90% of the assigned crops" \
+            in messages[0]
+    logged = trainer.callback_metrics["train/top_prototypes_share"]
+    assert logged == pytest.approx(1.0 if warns else 3 / 20, abs=0.05)
