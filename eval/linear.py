@@ -24,11 +24,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from swav_plugin.evaluation import cli
-from swav_plugin.evaluation.features import (
-    dataset_from_recipe,
-    eval_transform_node,
-    load_checkpoint,
-)
+from swav_plugin.evaluation.features import eval_transform_node, labelled_splits, load_checkpoint
 from swav_plugin.evaluation.linear import linear_probe
 from swav_plugin.evaluation.linear_protocol import LinearProtocol, train_transform
 from swav_plugin.host.data import TransformedDataset
@@ -46,8 +42,7 @@ def evaluate_fast(args: argparse.Namespace, random_init: bool) -> dict:
 def evaluate_standard(args: argparse.Namespace, random_init: bool) -> dict:
     pretrained = load_checkpoint(args.checkpoint, random_init=random_init, seed=args.seed)
     node = eval_transform_node(pretrained.recipe)
-    train = dataset_from_recipe(pretrained.recipe, args.train_split)
-    test = dataset_from_recipe(pretrained.recipe, args.test_split)
+    train, test = labelled_splits(pretrained.recipe, (args.train_split, args.test_split))
     classes = getattr(train, "classes", None)
     if not classes:
         raise ConfigError(f"split '{args.train_split}' has no class names; pick a labelled split")

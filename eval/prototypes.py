@@ -16,7 +16,7 @@ import sys
 import torch
 
 from swav_plugin.evaluation.cli import finish_args, run_tool, tool_parser
-from swav_plugin.evaluation.features import dataset_from_recipe, features_of, load_checkpoint
+from swav_plugin.evaluation.features import features_of, labelled_splits, load_checkpoint
 from swav_plugin.evaluation.prototypes import (
     plot_nearest_images,
     plot_umap,
@@ -37,8 +37,9 @@ def report(args: argparse.Namespace) -> int:
             f"--head {args.head} does not exist; the checkpoint has "
             f"{len(method.head.prototypes)} prototype set(s)"
         )
+    (dataset,) = labelled_splits(pretrained.recipe, [args.split])
     embeddings, labels = features_of(pretrained, args.split, "embeddings", args.cache_dir,
-                                     args.batch_size, args.num_workers, args.device)
+                                     args.batch_size, args.num_workers, args.device, dataset)
     with torch.no_grad():
         prototypes = method.head.prototypes[args.head].weight.detach().cpu()
     prototype_set = prototype_report(embeddings, labels, prototypes)
@@ -46,7 +47,6 @@ def report(args: argparse.Namespace) -> int:
     output = args.output
     plot_umap(prototype_set, output / "prototypes_umap.png", max_points=args.max_points)
     plot_usage(prototype_set, output / "prototypes_usage.png")
-    dataset = dataset_from_recipe(pretrained.recipe, args.split)
     plot_nearest_images(prototype_set, lambda i: dataset[i][0], dataset.classes,
                         output / "prototypes_nearest.png", top=args.grid_rows,
                         per=args.grid_columns)

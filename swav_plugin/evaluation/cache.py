@@ -24,15 +24,6 @@ from swav_plugin.host.atomic import atomic_path
 _FORMAT = 1
 
 
-def file_digest(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    """SHA-256 of a file's contents (streamed: bounded memory for large checkpoints)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cache_key(parts: dict[str, Any]) -> str:
     """A stable hex key of JSON-serialisable ``parts`` (order of keys irrelevant)."""
     text = json.dumps(parts, sort_keys=True, default=str)

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor
 
-from swav_plugin.evaluation.features import features_of, load_checkpoint
+from swav_plugin.evaluation.features import features_of, labelled_splits, load_checkpoint
 from swav_plugin.host.atomic import save_json_atomic
 from swav_plugin.host.errors import ConfigError
 
@@ -44,9 +44,11 @@ def train_test_features(
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """(features, labels) of the train and test splits, trained or at random init (cached)."""
     pretrained = load_checkpoint(args.checkpoint, random_init=random_init, seed=args.seed)
+    splits = (args.train_split, args.test_split)
+    datasets = labelled_splits(pretrained.recipe, splits)
     train, test = (features_of(pretrained, split, "backbone", args.cache_dir, args.batch_size,
-                               args.num_workers, args.device)
-                   for split in (args.train_split, args.test_split))
+                               args.num_workers, args.device, dataset)
+                   for split, dataset in zip(splits, datasets, strict=True))
     return train, test
 
 
@@ -84,5 +86,6 @@ def run_tool(name: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except ConfigError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        # one line even when a message quotes a library's many-line text
+        print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -6,26 +6,37 @@ code can run). Data sets come from the recipe's ``dataset`` node with the split 
 :func:`features_of` extracts backbone features or head embeddings (mixed precision on a GPU)
 and caches them on disk (:mod:`swav_plugin.evaluation.cache`), so that a second tool on the
 same checkpoint, data set, split and transform does not extract again.
+
+Bad inputs (a file of another method or format, weights that do not fit the recipe, a split
+the data set lacks, splits whose classes differ, labels that are not class indices) raise a
+one-line :class:`ConfigError` before any feature is extracted or file written.
 """
 
 from __future__ import annotations
 
 import copy
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from swav_plugin.evaluation.cache import FeatureCache, cache_key, file_digest
+from swav_plugin.evaluation.cache import FeatureCache, cache_key
+from swav_plugin.host.atomic import file_digest
+from swav_plugin.host.checkpointing import read_training_checkpoint
 from swav_plugin.host.data import TransformedDataset
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
-from swav_plugin.host.recipe import build_component, resolve_component
+from swav_plugin.host.recipe import build_component, resolve_component, type_hints
+from swav_plugin.host.registry import DATASETS
+from swav_plugin.zoo.datasets import image_folder
 
 
 @dataclass
@@ -60,29 +71,145 @@ class Embedder(nn.Module):
 def load_checkpoint(path: str | Path, random_init: bool = False, seed: int = 0) -> Pretrained:
     """Rebuild the method of a runner checkpoint; ``random_init`` skips loading its weights."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint '{path}' does not exist; train first or fix the path")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"checkpoint '{path}' cannot be loaded safely: {exc}") from None
-    recipe = checkpoint.get("recipe") if isinstance(checkpoint, dict) else None
-    if recipe is None or "state_dict" not in checkpoint:
-        raise ConfigError(f"'{path}' is not a swav-train checkpoint (no recipe / state_dict)")
+    checkpoint = read_training_checkpoint(path)
+    node = checkpoint["recipe"]["method"]
     load_plugins()
     pl.seed_everything(seed, verbose=False)
-    method = build_component(recipe["method"], "method")
+    try:
+        method = build_component(node, "method")
+    except ConfigError as exc:
+        raise ConfigError(
+            f"checkpoint '{path}' was trained with method '{node['name']}', which cannot be "
+            f"rebuilt here ({exc}); the eval tools need a swav-train checkpoint of a registered "
+            "method (install the plugin that provides it)"
+        ) from None
+    if not isinstance(getattr(method, "backbone", None), nn.Module):
+        raise ConfigError(f"checkpoint '{path}': method '{node['name']}' has no backbone to "
+                          "evaluate; the eval tools need a method with a 'backbone'")
     if not random_init:
+        check_weights_fit(path, node, method.state_dict(), checkpoint["state_dict"])
         method.load_state_dict(checkpoint["state_dict"])
     init = f"random:{seed}" if random_init else "trained"
-    return Pretrained(method.eval(), recipe, path, init)
+    return Pretrained(method.eval(), checkpoint["recipe"], path, init)
+
+
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
+
+
+def check_weights_fit(
+    path: Path, node: dict[str, Any], expected: Mapping[str, Tensor], found: Mapping[str, Any]
+) -> None:
+    """Refuse weights that do not fit the method ``node`` builds, counted in one line (a strict
+    ``load_state_dict`` lists every key on a line of its own)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    # an empty buffer is one a module sizes when it loads (the SwAV queue): any shape fits it
+    mismatched = [k for k in expected if k in found and expected[k].numel()
+                  and _shape(found[k]) != _shape(expected[k])]
+    if not (missing or unexpected or mismatched):
+        return
+    examples = ([f"'{k}' is {_shape(found[k])} in the file, {_shape(expected[k])} in the model"
+                 for k in mismatched[:1]]
+                + [f"'{k}' is missing" for k in missing[:1]]
+                + [f"'{k}' is unexpected" for k in unexpected[:1]])
+    backbone = node.get("backbone")
+    backbone = backbone.get("name") if isinstance(backbone, dict) else backbone
+    raise ConfigError(
+        f"checkpoint '{path}': its weights do not fit the architecture its recipe names (method "
+        f"'{node['name']}', backbone '{backbone}'): {len(missing)} missing, "
+        f"{len(unexpected)} unexpected and {len(mismatched)} mismatched keys (e.g. "
+        f"{examples[0]}); the recipe inside the checkpoint was edited or the weights come from "
+        "another model: use the checkpoint as swav-train wrote it"
+    )
 
 
 def dataset_from_recipe(recipe: dict[str, Any], split: str) -> Dataset:
     """The recipe's data set with its ``split`` replaced."""
+    check_split(recipe, split)
     node = copy.deepcopy(recipe["data"]["dataset"])
     node["split"] = split
     return build_component(resolve_component(node, "dataset", "dataset"), "dataset")
+
+
+def _where(node: Mapping[str, Any]) -> str:
+    root = node.get("root")
+    return f"data set '{node['name']}'" + (f" at '{root}'" if root else "")
+
+
+def _names(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit]) or "none"
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def check_split(recipe: dict[str, Any], split: str) -> None:
+    """Refuse a split the recipe's data set does not have, listing the ones it has.
+
+    The splits are the data set's ``Literal`` choices, or for an image folder (given a split
+    and an existing root) the folders under its root; otherwise the data set reports itself.
+    """
+    node = recipe["data"]["dataset"]
+    factory = DATASETS.get(node["name"])
+    hint = type_hints(factory).get("split")
+    root = node.get("root")
+    if typing.get_origin(hint) is Literal:
+        splits = [str(s) for s in typing.get_args(hint)]
+    elif factory is image_folder and split and root and Path(root).is_dir():
+        splits = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
+    else:
+        return
+    if split not in splits:
+        raise ConfigError(f"split '{split}' does not exist in {_where(node)}; "
+                          f"valid splits: {_names(splits)}")
+
+
+def labelled_splits(recipe: dict[str, Any], splits: Sequence[str]) -> list[Dataset]:
+    """The recipe's data set at each of ``splits``, checked before anything is extracted.
+
+    Every split must exist, its labels must index its classes (no unlabelled -1), and all the
+    splits must list the same classes: label ``i`` then means one class in each.
+    """
+    for split in splits:  # every name before any build: a large image folder takes minutes
+        check_split(recipe, split)
+    datasets = [dataset_from_recipe(recipe, split) for split in splits]
+    where = _where(recipe["data"]["dataset"])
+    for split, dataset in zip(splits, datasets, strict=True):
+        _check_labels(dataset, split, where)
+    first = getattr(datasets[0], "classes", None)
+    for split, dataset in zip(splits[1:], datasets[1:], strict=True):
+        classes = getattr(dataset, "classes", None)
+        if first is None or classes is None or list(classes) == list(first):
+            continue
+        extra = ([(c, splits[0]) for c in first if c not in classes]
+                 + [(c, split) for c in classes if c not in first])
+        detail = f"'{extra[0][0]}' only in '{extra[0][1]}'" if extra else "in another order"
+        raise ConfigError(
+            f"splits '{splits[0]}' and '{split}' of {where} have different classes ({len(first)} "
+            f"and {len(classes)}; {detail}), so a label would mean different classes in each; "
+            "give every split the same class folders"
+        )
+    return datasets
+
+
+def _check_labels(dataset: Dataset, split: str, where: str) -> None:
+    """Refuse labels that are not class indices, where the data set lists them (``targets`` of
+    an image folder, ``labels`` of an in-memory one): STL-10's unlabelled images carry -1."""
+    labels = getattr(dataset, "targets", None)
+    labels = getattr(dataset, "labels", None) if labels is None else labels
+    if labels is None:
+        return
+    labels = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: memmaps are read-only
+    classes = getattr(dataset, "classes", None)
+    bad = labels < 0
+    if classes is not None:
+        bad |= labels >= len(classes)
+    if bad.any():
+        valid = f"0..{len(classes) - 1}" if classes is not None else "0 or more"
+        raise ConfigError(
+            f"split '{split}' of {where}: {int(bad.sum())} of {len(labels)} labels are not class "
+            f"indices {valid} (e.g. {int(labels[bad][0])}; unlabelled images carry -1); "
+            "evaluate on a labelled split"
+        )
 
 
 def eval_transform_node(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -135,13 +262,16 @@ def features_of(
     batch_size: int = 256,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    dataset: Dataset | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Backbone features or head embeddings of a recipe's split, through the on-disk cache.
 
-    ``cache_dir=None`` extracts without caching.
+    ``cache_dir=None`` extracts without caching; ``dataset`` is the split's data set when the
+    caller has built it already (:func:`labelled_splits`).
     """
     recipe = pretrained.recipe
-    dataset = dataset_from_recipe(recipe, split)
+    if dataset is None:
+        dataset = dataset_from_recipe(recipe, split)
     transform_node = eval_transform_node(recipe)
     method = pretrained.method
     if output == "embeddings":

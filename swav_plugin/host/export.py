@@ -31,23 +31,10 @@ import torchvision
 from torch import Tensor
 
 from swav_plugin.host.atomic import atomic_path
+from swav_plugin.host.checkpointing import read_training_checkpoint
 from swav_plugin.host.errors import ConfigError
 
 PREFIX = "backbone."
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A runner checkpoint, loaded without unpickling code; clear errors for anything else."""
-    if not path.is_file():
-        raise ConfigError(f"checkpoint '{path}' does not exist; fix the path")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt, or carrying pickled objects
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"checkpoint '{path}' cannot be loaded safely: {first_line}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError(f"'{path}' is not a swav-train checkpoint (no state_dict)")
-    return checkpoint
 
 
 def backbone_weights(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
@@ -85,13 +72,13 @@ def export(checkpoint_path: str | Path, output_dir: str | Path | None = None) ->
     from safetensors.torch import save_file
 
     path = Path(checkpoint_path)
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_training_checkpoint(path)
     weights = backbone_weights(checkpoint)
     backbone = ((checkpoint.get("recipe") or {}).get("method") or {}).get("backbone") or {}
     name = backbone.get("name", "")
     out = Path(output_dir) if output_dir is not None else path.parent.parent / "export"
     out.mkdir(parents=True, exist_ok=True)
-    metadata = {"source": path.name, "backbone": json.dumps(backbone)}
+    metadata = {"source": path.resolve().name, "backbone": json.dumps(backbone)}
     written = [out / "backbone.safetensors"]
     with atomic_path(written[0]) as tmp:
         save_file(weights, str(tmp), metadata=metadata)

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from swav_plugin.evaluation.cache import FeatureCache, cache_key, file_digest
+from swav_plugin.evaluation.cache import FeatureCache, cache_key
 from swav_plugin.evaluation.features import features_of, load_checkpoint
+from swav_plugin.host.atomic import file_digest
+from swav_plugin.host.checkpointing import write_checkpoint
 from swav_plugin.host.recipe import resolve
 from swav_plugin.host.runner import run
 
@@ -92,7 +94,7 @@ def test_a_retrained_checkpoint_does_not_reuse_old_features(checkpoint, tmp_path
     for name, value in state["state_dict"].items():
         if name.startswith("backbone.") and value.is_floating_point():
             state["state_dict"][name] = value * 0.5
-    torch.save(state, checkpoint)
+    write_checkpoint(state, checkpoint.resolve())  # as the runner writes it: with its digest
     new, _ = features_of(load_checkpoint(checkpoint), "test", "backbone", tmp_path / "cache")
     assert not torch.allclose(old, new)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2

@@ -14,7 +14,9 @@ from swav_plugin.zoo.backbones import resnet18, resnet18_cifar
 def write_checkpoint(path, backbone, name):
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     state["head.prototypes.0.weight"] = torch.randn(10, 4)
-    torch.save({"state_dict": state, "recipe": {"method": {"backbone": {"name": name}}}}, path)
+    recipe = {"method": {"name": "swav", "backbone": {"name": name}},
+              "data": {"dataset": {"name": "digits"}}}
+    torch.save({"state_dict": state, "recipe": recipe}, path)
     return path
 
 

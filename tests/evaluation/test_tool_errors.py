@@ -1,0 +1,212 @@
+"""Bad inputs to the eval tools: one line on stderr, exit status 2, nothing written or lost."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from swav_plugin.evaluation.features import labelled_splits, load_checkpoint
+from swav_plugin.host.export import export
+from swav_plugin.host.recipe import build_component, resolve
+from swav_plugin.host.registry import DATASETS
+from swav_plugin.zoo.datasets import ImageArrayDataset
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Results of an earlier evaluation in RUN/eval: a failing tool must leave them as they are.
+EARLIER = {"knn.json": b'{"pretrained": {}}', "linear.json": b"{}", "prototypes.json": b"{}",
+           "prototypes_umap.png": b"\x89PNG", "cache/0123abcd.pt": b"features"}
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"eval_{name}", ROOT / "eval" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+TOOLS = {name: _tool(name) for name in ("knn", "linear", "prototypes")}
+
+
+@pytest.fixture
+def content(tiny_recipe):
+    """What swav-train stores in a checkpoint of the tiny recipe (the weights untrained: no
+    check depends on their values)."""
+    recipe = resolve(tiny_recipe)
+    return {"state_dict": build_component(recipe["method"], "method").state_dict(),
+            "recipe": recipe}
+
+
+def save(content, tmp_path: Path, name: str = "last.ckpt") -> Path:
+    path = tmp_path / "run" / "checkpoints" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(content, path)
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def fails(capsys, tool: str, checkpoint: Path, *args: str) -> str:
+    """Run ``tool`` on ``checkpoint`` beside earlier results; its one error line."""
+    eval_dir = checkpoint.parent.parent / "eval"
+    for name, data in EARLIER.items():
+        (eval_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (eval_dir / name).write_bytes(data)
+    capsys.readouterr()
+    assert TOOLS[tool]([str(checkpoint), *args]) == 2
+    err = capsys.readouterr().err
+    assert snapshot(eval_dir) == EARLIER  # nothing replaced, added or half-written
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), err
+    return lines[0]
+
+
+def image_folder_checkpoint(content, tmp_path: Path, layout: dict[str, str]) -> Path:
+    """A checkpoint whose recipe reads an image folder with ``{split: class letters}``."""
+    root = tmp_path / "images"
+    for split, classes in layout.items():
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(root / split / name / "0.png")
+    content["recipe"]["data"]["dataset"] = {"name": "image_folder", "root": str(root),
+                                            "split": "train"}
+    return save(content, tmp_path)
+
+
+def test_a_swav_train_checkpoint_passes_the_checks(content, tmp_path):
+    queue = torch.randn(2, 32, 16)  # sized in training; the fresh model's buffer is empty
+    content["state_dict"]["queue.embeddings"] = queue
+    pretrained = load_checkpoint(save(content, tmp_path))
+    assert torch.equal(pretrained.method.queue.embeddings, queue)
+    train, test = labelled_splits(pretrained.recipe, ["train", "test"])
+    assert len(train) + len(test) == 1797 and train.classes == test.classes
+
+
+@pytest.mark.parametrize("tool", ["knn", "linear", "prototypes"])
+def test_checkpoint_of_another_method(capsys, content, tmp_path, tool):
+    content["recipe"]["method"]["name"] = "simclr"
+    line = fails(capsys, tool, save(content, tmp_path))
+    assert "last.ckpt' was trained with method 'simclr'" in line
+    assert "unknown method 'simclr'" in line and "swav-train checkpoint" in line
+
+
+@pytest.mark.parametrize("kind", ["no recipe", "torchvision", "tensor", "code"])
+def test_files_that_are_not_swav_train_checkpoints(capsys, content, tmp_path, code_payload,
+                                                   kind):
+    payload, marker = code_payload
+    stored, words = {
+        "no recipe": ({"state_dict": content["state_dict"], "epoch": 3},
+                      ["Lightning checkpoint without a recipe", "'backbone.conv1.weight'"]),
+        "torchvision": (torchvision.models.resnet18().state_dict(),
+                        ["bare state dict (122 entries, e.g. 'conv1.weight')"]),
+        "tensor": (torch.zeros(3), ["is a Tensor"]),
+        "code": ({**content, "payload": payload},
+                 ["cannot be loaded safely (UnpicklingError: Unsupported global: GLOBAL",
+                  "it holds objects beyond tensors and plain values"]),
+    }[kind]
+    line = fails(capsys, "knn", save(stored, tmp_path, "model.pth"))
+    for word in [*words, "model.pth", "a checkpoint written by swav-train"]:
+        assert word in line
+    assert not marker.exists()
+
+
+def test_exported_weights_ask_for_the_training_checkpoint(capsys, content, tmp_path):
+    exported = export(save(content, tmp_path), tmp_path / "run" / "export")[0]
+    line = fails(capsys, "linear", exported)
+    assert "backbone.safetensors' is a safetensors file of exported weights" in line
+    assert "not the training checkpoint" in line
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda c: c["recipe"]["method"]["backbone"].update(name="resnet50"),
+     r"backbone 'resnet50'\): \d+ missing, 0 unexpected and \d+ mismatched keys \(e\.g\. "
+     r"'backbone\.conv1\.weight' is \(64, 3, 3, 3\) in the file, \(64, 3, 7, 7\) in the model"),
+    (lambda c: c["state_dict"].update({"backbone.extra": torch.zeros(2)}),
+     r"0 missing, 1 unexpected and 0 mismatched keys \(e\.g\. 'backbone\.extra' is unexpected"),
+    (lambda c: c["state_dict"].pop("head.prototypes.0.weight"),
+     r"1 missing, 0 unexpected and 0 mismatched keys \(e\.g\. 'head\.prototypes\.0\.weight' is "
+     r"missing"),
+], ids=["resnet50", "extra key", "missing key"])
+def test_weights_that_do_not_fit_the_recipe(capsys, content, tmp_path, edit, expected):
+    edit(content)
+    line = fails(capsys, "prototypes", save(content, tmp_path))
+    assert "its weights do not fit the architecture its recipe names (method 'swav'" in line
+    assert re.search(expected, line), line
+
+
+def test_weights_mismatch_in_a_real_process_has_no_traceback(content, tmp_path):
+    content["recipe"]["method"]["backbone"]["name"] = "resnet18"  # a 7×7 stem, not 3×3
+    proc = subprocess.run([sys.executable, "eval/knn.py", str(save(content, tmp_path))],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("knn: error: checkpoint") and proc.stderr.count("\n") == 1
+    assert "(method 'swav', backbone 'resnet18'): 0 missing, 0 unexpected and 1 mismatched" \
+        in proc.stderr
+    assert not (tmp_path / "run" / "eval").exists()
+
+
+@pytest.mark.parametrize("args", [["--mode", "fast"], ["--mode", "standard"]])
+def test_splits_with_different_classes(capsys, content, tmp_path, args):
+    checkpoint = image_folder_checkpoint(content, tmp_path, {"train": "abc", "test": "ab"})
+    line = fails(capsys, "linear", checkpoint, *args)
+    assert (f"splits 'train' and 'test' of data set 'image_folder' at '{tmp_path / 'images'}' "
+            "have different classes (3 and 2; 'c' only in 'train')") in line
+
+
+@pytest.fixture
+def unlabelled_test_split():
+    """A data set whose test split is unlabelled (-1), as STL-10's 'unlabeled' split."""
+
+    @DATASETS.register("half_labelled")
+    def half_labelled(split: Literal["train", "test"] = "train") -> ImageArrayDataset:
+        labels = np.arange(6) % 2 if split == "train" else np.full(6, -1)
+        return ImageArrayDataset(np.zeros((6, 8, 8, 3), np.uint8), labels, ["0", "1"])
+
+    yield "half_labelled"
+    DATASETS.unregister("half_labelled")
+
+
+@pytest.mark.parametrize(("tool", "args"), [("knn", []), ("prototypes", ["--split", "test"])])
+def test_labels_that_are_not_class_indices(capsys, content, tmp_path, unlabelled_test_split,
+                                           tool, args):
+    content["recipe"]["data"]["dataset"] = {"name": unlabelled_test_split, "split": "train"}
+    line = fails(capsys, tool, save(content, tmp_path), *args)
+    assert ("split 'test' of data set 'half_labelled': 6 of 6 labels are not class indices "
+            "0..1 (e.g. -1; unlabelled images carry -1); evaluate on a labelled split") in line
+
+
+@pytest.mark.parametrize(("tool", "args", "dataset", "valid"), [
+    ("knn", ["--test-split", "val"], "digits", "train, test, all"),
+    ("prototypes", ["--split", "val"], "digits", "train, test, all"),
+    ("linear", ["--test-split", "val"], "image_folder", "test, train"),
+])
+def test_missing_split(capsys, content, tmp_path, tool, args, dataset, valid):
+    checkpoint = (image_folder_checkpoint(content, tmp_path, {"train": "ab", "test": "ab"})
+                  if dataset == "image_folder" else save(content, tmp_path))
+    line = fails(capsys, tool, checkpoint, *args)
+    assert f"split 'val' does not exist in data set '{dataset}'" in line
+    assert line.endswith(f"; valid splits: {valid}")
+    if dataset == "image_folder":
+        assert f"at '{tmp_path / 'images'}'" in line
+
+
+@pytest.mark.parametrize("cut", ["empty", "half", "text"])
+def test_truncated_or_corrupt_checkpoint(capsys, content, tmp_path, cut):
+    checkpoint = save(content, tmp_path)
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes({"empty": b"", "half": data[: len(data) // 2],
+                            "text": b"not a checkpoint"}[cut])
+    line = fails(capsys, "knn", checkpoint)
+    assert f"checkpoint '{checkpoint}' is truncated or corrupt (" in line
+    assert line.endswith("); copy it again or use another checkpoint")
