@@ -4,6 +4,7 @@ import copy
 import csv
 import os
 import random
+import signal
 import stat
 
 import numpy as np
@@ -278,3 +279,43 @@ def test_resume_from_an_epoch_end_then_rerun_continues_its_own_run(tiny_recipe, 
     epoch_end.unlink()  # the same command again: the run's own checkpoints come first
     trainer = run(resumed)
     assert trainer.global_step == 6
+
+
+class SignalAt(pl.Callback):
+    """Sends the run SIGTERM during the step that ends at ``step``, as a scheduler would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("step", [2, 3], ids=["mid_epoch", "last_batch_of_an_epoch"])
+def test_preempted_then_rerun_logs_what_a_straight_run_logs(tiny_recipe, tmp_path, step):
+    def recipe(name):
+        changed = copy.deepcopy(tiny_recipe)
+        changed["trainer"].update(limit_train_batches=3, max_epochs=2)
+        changed["run"].update(output_dir=str(tmp_path / name), checkpoint_every_n_steps=100)
+        return resolve(changed)
+
+    def logged(name):
+        with open(tmp_path / name / "metrics.csv") as f:
+            return {r["step"]: r["train/loss"] for r in csv.DictReader(f) if r["train/loss"]}
+
+    straight = run(recipe("straight"))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        preempted = run(recipe("preempted"), extra_callbacks=[SignalAt(step)])
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert preempted.checkpoint_callback.preempted
+    assert preempted.global_step == step
+    resumed = run(recipe("preempted"))
+    assert resumed.global_step == straight.global_step == 6
+    assert logged("preempted") == logged("straight")
+    for a, b in zip(straight.lightning_module.parameters(),
+                    resumed.lightning_module.parameters(), strict=True):
+        assert torch.equal(a, b)
