@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -60,7 +61,10 @@ def evaluate_standard(args: argparse.Namespace, random_init: bool) -> dict:
                          devices=args.devices, precision=args.precision, logger=False,
                          enable_checkpointing=False, enable_model_summary=False,
                          limit_train_batches=args.limit_train_batches)
-    trainer.fit(model, train_dataloaders=loaders[0])
+    with warnings.catch_warnings():
+        # the frozen backbone is in eval mode on purpose (its batch-norm statistics stay)
+        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
+        trainer.fit(model, train_dataloaders=loaders[0])
     metrics = trainer.validate(model, dataloaders=loaders[1], verbose=False)[0]
     return {"top1": metrics["linear/top1"], "top5": metrics["linear/top5"],
             "epochs": args.epochs, "lr": args.lr, "lr_batch_size": 256,
