@@ -32,7 +32,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -359,7 +359,11 @@ class Checkpoints(Checkpoint):
             older = [p for p in step_checkpoints(self.directory) if p != path]
             for old in older[self.keep - 1:]:
                 trainer.strategy.remove_checkpoint(old)
-            rank_zero_info(f"checkpoint: {path}")
+            bar = trainer.progress_bar_callback
+            if isinstance(bar, TQDMProgressBar) and bar.is_enabled:
+                bar.print(f"checkpoint: {path}")  # on its own line, above the bar
+            else:
+                rank_zero_info(f"checkpoint: {path}")
 
     def _set_aside_later_checkpoints(self, step: int) -> None:
         """Rename checkpoints of steps after ``step`` (the bad ones a resume fell back past,
