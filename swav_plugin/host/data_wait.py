@@ -58,7 +58,9 @@ class DataWaitMonitor(Callback):
             trainer.logger.log_metrics(
                 {"perf/data_wait_ms": 1000 * wait / steps,
                  "perf/data_wait_share": wait / total if total > 0 else 0.0},
-                step=trainer.global_step,
+                # the step of this batch's loss row: written before a checkpoint of this
+                # step, and kept by a resume from it (global_step already counts this step)
+                step=trainer.global_step - 1,
             )
             self._interval = [0.0, 0.0, 0]
 

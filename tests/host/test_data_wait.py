@@ -28,6 +28,11 @@ def test_logs_the_data_wait_and_its_share(tiny_recipe, tmp_path, caplog):
     waits = logged(tmp_path / "run" / "metrics.csv", "perf/data_wait_ms")
     shares = logged(tmp_path / "run" / "metrics.csv", "perf/data_wait_share")
     assert len(waits) == 3 and len(shares) == 3  # every step (log_every_n_steps: 1)
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    # on the steps of the loss rows, so a resume keeps exactly the rows its checkpoint covers
+    assert ([r["step"] for r in rows if r.get("perf/data_wait_ms")]
+            == [r["step"] for r in rows if r.get("train/loss")] == ["0", "1", "2"])
     assert min(waits[1:]) >= 300
     assert all(0 < s < 1 for s in shares)
     assert "data wait:" in caplog.text
