@@ -313,7 +313,8 @@ class Checkpoints(Checkpoint):
         batch_idx: int,
     ) -> None:
         if self._stop_requested(trainer):
-            # Lightning stops at the step boundary right after this hook; on_exception saves
+            # Lightning stops at the step boundary right after this hook (after the epoch's
+            # end, at an epoch's last step); on_exception saves
             trainer._signal_connector.received_sigterm = True
         last_of_epoch = (trainer.fit_loop.epoch_loop.batch_progress.current.processed
                          >= trainer.num_training_batches)
@@ -322,10 +323,7 @@ class Checkpoints(Checkpoint):
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not (
             last_of_epoch
         ):
-            # Lightning writes this step's metrics row only after this hook: written now, a
-            # kill between the checkpoint and the row cannot lose the row for good (the
-            # resumed run starts after this step). RunLogger drops the loop's repeat of it.
-            trainer._logger_connector.update_train_step_metrics()
+            trainer._logger_connector.update_train_step_metrics()  # see _log_epoch_row
             self.save(trainer)
 
     def _stop_requested(self, trainer: pl.Trainer) -> bool:
@@ -337,7 +335,26 @@ class Checkpoints(Checkpoint):
         return bool(flag.item())  # Lightning's loop already reads one such flag per step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_epoch_row(trainer)
         self.save(trainer)
+
+    @staticmethod
+    def _log_epoch_row(trainer: pl.Trainer) -> None:
+        """Write the epoch's metrics row now, as Lightning would after this hook.
+
+        Lightning writes a step's row after ``on_train_batch_end`` and an epoch's row after
+        ``on_train_epoch_end``, the hooks that save checkpoints: a kill between the checkpoint
+        and the row would lose the row for good, since the resumed run starts after it. So the
+        rows are written first, the same way (the epoch row at the epoch's last step), and
+        :class:`~swav_plugin.host.metrics_log.RunLogger` drops the loop's repeat of them.
+        """
+        connector = trainer._logger_connector
+        loop = trainer.fit_loop.epoch_loop
+        loop._batches_that_stepped -= 1
+        try:
+            connector.log_metrics(connector.metrics["log"])
+        finally:
+            loop._batches_that_stepped += 1
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

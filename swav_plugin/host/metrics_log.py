@@ -4,8 +4,9 @@ Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts, so a 
 would lose the curves of everything before the interruption. Here the rows of the steps the
 checkpoint covers are kept, the rows of steps after it (which the resumed run trains again)
 are dropped, and the run appends from there; the file is rewritten atomically. Rows are
-written as they are logged, and a step's row before the checkpoint that covers it, so a kill
-loses none of the steps a checkpoint covers.
+written as they are logged, and a step's or epoch's row before the checkpoint that covers it
+(see :class:`~swav_plugin.host.checkpointing.Checkpoints`), so a kill loses none of the rows a
+checkpoint covers; a new column rewrites the file atomically (Lightning: in place).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def _logged_before(row: dict[str, Any], step: int) -> bool:
         return False  # a row without a step cannot be placed: drop it
 
 
+def _write_rows(path: Path, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
+    def write(file: Any) -> None:
+        writer = csv.DictWriter(file, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    write_atomic(path, write)
+
+
 class _ContinuingWriter(ExperimentWriter):
     """Keeps the rows of steps before ``resume_step`` of an existing metrics file."""
 
@@ -45,14 +55,16 @@ class _ContinuingWriter(ExperimentWriter):
             reader = csv.DictReader(f)
             rows = [row for row in reader if _logged_before(row, self.resume_step)]
             keys = list(reader.fieldnames or [])
-
-        def write(file: Any) -> None:
-            writer = csv.DictWriter(file, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-
-        write_atomic(path, write)
+        _write_rows(path, keys, rows)
         self.metrics_keys = keys
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        # Lightning rewrites the file in place when a column appears: a kill then would
+        # truncate it
+        path = Path(self.metrics_file_path)
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        _write_rows(path, fieldnames, rows)
 
 
 class RunLogger(CSVLogger):
