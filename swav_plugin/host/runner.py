@@ -321,7 +321,7 @@ def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.
         ckpt_path = resume[0]
         trainer.logger.resume_step = resume[1].get("global_step", 0)
         trainer.strategy.checkpoint_io.preload(*resume)  # verified once, not read again
-        resume = None
+        resume = None  # no second reference: the checkpoint is freed once Lightning restored it
     try:
         with warnings.catch_warnings():
             # The DataModule's state (seed, epoch, batches done) resumes the loader exactly;
