@@ -3,10 +3,11 @@
 One step: one backbone pass per crop resolution → head (unit-norm embeddings, prototype
 scores) → Sinkhorn codes of the crops for assignment (with the queue's recomputed scores
 when it is full) → swapped prediction loss → queue update. Around it: prototypes re-normalised
-before every step and frozen for ``head.freeze_prototypes_iters`` optimizer steps; LARS with
-a linear warm-up and a cosine decay to ``final_lr_ratio × lr`` (per step, as the official
-code), the learning rate scaled linearly with the global batch; no weight decay on
-normalisation layers and biases.
+before every step and frozen for ``head.freeze_prototypes_iters`` optimizer steps; the
+official optimiser, SGD in LARC with weight decay on every parameter
+(:class:`~swav_plugin.zoo.larc.LARC`), with a linear warm-up and a cosine decay to
+``final_lr_ratio × lr`` (per step, as the official code), the learning rate scaled linearly
+with the global batch.
 
 - [0]: SwAV, 2020, https://arxiv.org/abs/2006.09882
 """
@@ -20,8 +21,6 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from lightly.models.utils import get_weight_decay_parameters
-from lightly.utils.lars import LARS
 from lightly.utils.scheduler import CosineWarmupScheduler
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
@@ -32,6 +31,7 @@ from swav_plugin.host.registry import METHODS
 from swav_plugin.swav.head import SwAVHead
 from swav_plugin.swav.loss import SwAVLoss
 from swav_plugin.swav.queue import SwAVQueue
+from swav_plugin.zoo.larc import LARC
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,21 @@ class SwAV(pl.LightningModule):
         head: :class:`SwAVHead` (projection + prototypes).
         loss: :class:`SwAVLoss`; default settings when omitted.
         queue: :class:`SwAVQueue`, or ``None`` for no queue.
-        optimizer: ``lars`` (the paper's) or plain ``sgd``.
+        optimizer: ``lars``: SGD in LARC, as the official code (:mod:`swav_plugin.zoo.larc`);
+            or plain ``sgd``.
         lr: Learning rate for a global batch of ``lr_batch_size``; scaled linearly.
         lr_batch_size: The batch size ``lr`` refers to (official: 4.8 at 4096, i.e. 0.3 at 256).
         final_lr_ratio: Final learning rate as a fraction of the peak (official: 1/1000).
         warmup_epochs: Epochs of linear warm-up from 0 (may be fractional).
         momentum: SGD momentum.
-        weight_decay: Weight decay (not applied to normalisation layers and biases).
-        lars_trust_coefficient: LARS trust coefficient η.
+        weight_decay: Weight decay, on every parameter (as the official code) unless
+            ``exclude_bias_norm``.
+        lars_trust_coefficient: LARS trust coefficient η (official: 0.001).
+        lars_clip: Clip each parameter's adaptive rate at the learning rate (apex's clipping
+            mode, solo-learn's ``clip_lr``) instead of scaling by it (official: off).
+        exclude_bias_norm: Biases and normalisation weights (one-dimensional parameters) get
+            no weight decay and, with ``lars``, no adaptation (solo-learn's
+            ``exclude_bias_n_norm``; official: off).
         channels_last: Run the backbone in channels-last memory format (faster convolutions
             with bf16 / fp16 on tensor-core GPUs).
         compile_backbone: Compile the backbone with ``torch.compile`` (first steps are slow
@@ -109,6 +116,8 @@ class SwAV(pl.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 1e-6,
         lars_trust_coefficient: float = 0.001,
+        lars_clip: bool = False,
+        exclude_bias_norm: bool = False,
         channels_last: bool = False,
         compile_backbone: bool = False,
         collapse_prototypes: int = 3,
@@ -263,17 +272,22 @@ class SwAV(pl.LightningModule):
         hp = self.hparams
         plan = self.training_plan()
         lr, total_steps, warmup_steps = plan.lr, plan.total_steps, plan.warmup_steps
-        decay, no_decay = get_weight_decay_parameters([self.backbone, self.head])
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         if hp.optimizer == "lars":
-            optimizer: torch.optim.Optimizer = LARS(
-                groups,
+            optimizer: torch.optim.Optimizer = LARC(
+                self.parameters(),
                 lr=lr,
                 momentum=hp.momentum,
                 weight_decay=hp.weight_decay,
                 trust_coefficient=hp.lars_trust_coefficient,
+                clip=hp.lars_clip,
+                exclude_bias_norm=hp.exclude_bias_norm,
             )
         else:
+            params = list(self.parameters())
+            groups = [{"params": params}]
+            if hp.exclude_bias_norm:
+                groups = [{"params": [p for p in params if p.ndim != 1]},
+                          {"params": [p for p in params if p.ndim == 1], "weight_decay": 0.0}]
             optimizer = torch.optim.SGD(
                 groups, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay
             )

@@ -13,6 +13,7 @@ from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.recipe import resolve
 from swav_plugin.host.runner import build, run
 from swav_plugin.swav.module import SwAV
+from swav_plugin.zoo.larc import LARC
 
 
 def resolved(recipe, **changes):
@@ -92,8 +93,18 @@ def test_learning_rate_scaled_with_global_batch_and_warmed_up(tiny_recipe):
     assert recorder.lrs[3] == pytest.approx(peak * (0.001 + 0.999 * (1 + math.cos(math.pi)) / 2))
 
 
-def test_no_weight_decay_on_norm_and_bias(tiny_recipe):
+def test_the_official_optimiser_decays_and_adapts_every_parameter(tiny_recipe):
     method, _ = fit(resolved(tiny_recipe, trainer__limit_train_batches=1))
+    optimizer = method.trainer.optimizers[0]
+    assert isinstance(optimizer, LARC)
+    (group,) = optimizer.param_groups
+    assert group["weight_decay"] > 0 and not group["clip"] and not group["exclude_bias_norm"]
+    assert {id(p) for p in group["params"]} == {id(p) for p in method.parameters()}
+
+
+def test_sgd_can_leave_norm_and_bias_out_of_weight_decay(tiny_recipe):
+    method, _ = fit(resolved(tiny_recipe, trainer__limit_train_batches=1,
+                             method__optimizer="sgd", method__exclude_bias_norm=True))
     optimizer = method.trainer.optimizers[0]
     decayed, free = optimizer.param_groups
     assert free["weight_decay"] == 0.0 and decayed["weight_decay"] > 0
@@ -101,7 +112,7 @@ def test_no_weight_decay_on_norm_and_bias(tiny_recipe):
     assert id(method.head.projection[1].weight) in free_ids  # BatchNorm
     assert id(method.head.projection[0].bias) in free_ids
     assert id(method.head.projection[0].weight) not in free_ids
-    assert type(optimizer).__name__ == "LARS"
+    assert type(optimizer) is torch.optim.SGD
 
 
 def test_queue_fills_then_is_used_across_epochs(tiny_recipe):
