@@ -6,6 +6,9 @@ bias-free linear layer (one per prototype set when several are given: multi-head
 prototypes are re-normalised to unit norm before every step (:meth:`normalize_prototypes`)
 and their gradients are dropped for the first ``freeze_prototypes_iters`` optimizer steps
 (:meth:`drop_prototype_grads`), which the official code needs to avoid early collapse [1].
+The projection runs in the surrounding precision (e.g. bf16 autocast); the normalisation and
+the scores are computed in float32 with autocast off, so that Sinkhorn-Knopp and the loss get
+scores with a full mantissa.
 
 - [0]: SwAV, 2020, https://arxiv.org/abs/2006.09882
 - [1]: https://github.com/facebookresearch/swav (``freeze_prototypes_niters``, default 313)
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swav_plugin.host.registry import HEADS
+from swav_plugin.zoo.precision import autocast_off
 
 
 @HEADS.register("swav_head")
@@ -70,13 +74,18 @@ class SwAVHead(nn.Module):
         self.normalize_prototypes()
 
     def forward(self, features: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Return unit-norm embeddings (N, D) and, per prototype set, scores (N, K)."""
-        z = F.normalize(self.projection(features), dim=1)
-        return z, [p(z) for p in self.prototypes]
+        """Return unit-norm embeddings (N, D) and, per prototype set, scores (N, K); both
+        float32."""
+        projected = self.projection(features)
+        with autocast_off(projected.device.type):
+            z = F.normalize(projected.float(), dim=1)
+            return z, self.prototype_scores(z)
 
     def prototype_scores(self, embeddings: Tensor) -> list[Tensor]:
-        """Scores of given embeddings (e.g. the queue's) against every prototype set."""
-        return [p(embeddings) for p in self.prototypes]
+        """Float32 scores of given embeddings (e.g. the queue's) against every prototype set."""
+        with autocast_off(embeddings.device.type):
+            z = embeddings.float()
+            return [F.linear(z, p.weight.float()) for p in self.prototypes]
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:

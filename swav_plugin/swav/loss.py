@@ -7,7 +7,8 @@ rows are kept). Every other crop ``t`` predicts them with ``p_t = softmax(z_t ·
     L = 1/|A| Σ_{s∈A} 1/(V−1) Σ_{t≠s} −1/B Σ_b Σ_k q_s[b,k] log p_t[b,k],
 
 the averaging of the official code [1]. With several prototype sets (multi-head), the losses
-of the heads are averaged.
+of the heads are averaged. The codes, the softmax and the contraction run in float32 with
+autocast off (an einsum under bf16 autocast would round the cross-entropies to 8 bits).
 
 - [0]: SwAV, 2020, https://arxiv.org/abs/2006.09882
 - [1]: https://github.com/facebookresearch/swav (``main_swav.py``)
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from swav_plugin.host.registry import LOSSES
 from swav_plugin.swav.sinkhorn import sinkhorn
+from swav_plugin.zoo.precision import autocast_off
 
 
 class SwAVLossOutput(NamedTuple):
@@ -122,13 +124,23 @@ class SwAVLoss(nn.Module):
         """
         num_crops = scores[0].shape[0] // batch_size
         self.check_num_crops(num_crops)
+        with autocast_off(scores[0].device.type):
+            return self._loss(scores, batch_size, num_crops, queue_scores)
+
+    def _loss(
+        self,
+        scores: Sequence[Tensor],
+        batch_size: int,
+        num_crops: int,
+        queue_scores: Sequence[Tensor | None] | None,
+    ) -> SwAVLossOutput:
         num_assigned = len(self.crops_for_assign)
         head_losses, head_codes = [], []
         for head, head_scores in enumerate(scores):
-            crops = head_scores.view(num_crops, batch_size, -1)
+            crops = head_scores.float().view(num_crops, batch_size, -1)
             queued = queue_scores[head] if queue_scores is not None else None
             q = self.codes(self.assigned(crops).detach(), queued)  # (A, B, K)
-            log_p = F.log_softmax(crops.float() / self.temperature, dim=-1)  # (V, B, K)
+            log_p = F.log_softmax(crops / self.temperature, dim=-1)  # (V, B, K)
             # cross[a, v] = Σ_b Σ_k q_a[b, k] log p_v[b, k], every pair in one contraction
             cross = torch.einsum("abk,vbk->av", q, log_p)
             own = sum(cross[a, crop] for a, crop in enumerate(self.crops_for_assign))

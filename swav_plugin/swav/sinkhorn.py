@@ -26,11 +26,11 @@ gets exactly the rows it would get from one process holding the whole global bat
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from swav_plugin.zoo.precision import autocast_off
 
 
 def _world_size(distributed: bool) -> int:
@@ -60,13 +60,7 @@ def sinkhorn(
         raise ValueError(f"scores must be (B, K) or (A, B, K), got shape {tuple(scores.shape)}")
     world_size = _world_size(distributed)
     batched = scores if scores.dim() == 3 else scores.unsqueeze(0)
-    device = scores.device.type
-    no_autocast = (
-        torch.autocast(device, enabled=False)
-        if torch.amp.is_autocast_available(device)
-        else contextlib.nullcontext()
-    )
-    with no_autocast:
+    with autocast_off(scores.device.type):
         logits = batched.float() / epsilon
         row_max = logits.amax(dim=2)
         kernel = torch.softmax(logits, dim=2)  # exp(S / ε), each row divided by its sum Z

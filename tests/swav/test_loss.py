@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from swav_plugin.swav.head import SwAVHead
 from swav_plugin.swav.loss import SwAVLoss
 
 
@@ -120,3 +121,24 @@ def test_loss_never_reads_tensor_values_on_the_host():
     out = SwAVLoss(crops_for_assign=(0, 1))(scores, 8, queue)
     out.loss.backward()
     assert out.codes[0].shape == (2, 8, 30)
+
+
+def test_scores_codes_and_loss_stay_float32_under_bf16_autocast():
+    # The projection may run in bf16; the scores of its (bf16-rounded) embeddings, the codes
+    # and the loss must be those of float32 arithmetic on the same embeddings.
+    torch.manual_seed(0)
+    batch, crops = 256, 2
+    head = SwAVHead(input_dim=64, hidden_dim=128, output_dim=32, num_prototypes=300,
+                    freeze_prototypes_iters=0)
+    loss = SwAVLoss()
+    features = torch.randn(crops * batch, 64)
+    queue = torch.nn.functional.normalize(torch.randn(2, 512, 32), dim=-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, scores = head(features)
+        queue_scores = head.prototype_scores(queue)
+        out = loss(scores, batch, queue_scores)
+    assert z.dtype == scores[0].dtype == queue_scores[0].dtype == out.loss.dtype == torch.float32
+    prototypes = head.prototypes[0].weight.detach()
+    exact = loss([z.detach() @ prototypes.t()], batch, [queue @ prototypes.t()])
+    torch.testing.assert_close(out.codes[0], exact.codes[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.loss.detach(), exact.loss, atol=0, rtol=1e-5)
