@@ -8,9 +8,9 @@
   flushes it to disk and records nothing to check it against.
 - :class:`Checkpoints` saves ``step=N.ckpt`` every ``every_n_steps`` optimizer steps, at every
   epoch end and when the run is asked to stop (``SIGTERM``, or ``SIGUSR1`` as SLURM sends before
-  a time limit): then it saves at the next step boundary and the process exits with
-  :data:`PREEMPTED_EXIT`. It keeps the newest ``keep`` checkpoints and points ``last.ckpt`` at
-  the newest one.
+  a time limit): then it saves at the next step boundary (under DDP: the next logging step,
+  where the ranks agree) and the process exits with :data:`PREEMPTED_EXIT`. It keeps the
+  newest ``keep`` checkpoints and points ``last.ckpt`` at the newest one.
 - The global random generators of every rank go into each checkpoint and are set again when
   the run resumes (:mod:`.rng`), for methods that draw from them.
 - :func:`latest_good_checkpoint` finds where to resume: the newest checkpoint that verifies,
@@ -38,6 +38,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from swav_plugin.host.atomic import atomic_path, file_digest, write_atomic
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.read_steps import is_read_step
 from swav_plugin.host.rng import rng_states, set_rng_states
 
 #: Exit status of a run that stopped on a signal after saving a checkpoint (``EX_TEMPFAIL``:
@@ -272,7 +273,7 @@ class Checkpoints(Checkpoint):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # SIGTERM (preemption) and SIGUSR1 (SLURM's warning before the time limit) only set a
-        # flag, which the ranks agree on at the end of each step (see on_train_batch_end).
+        # flag, which the ranks agree on at the end of a step (see _stop_requested).
         # Lightning's own SIGTERM handler runs a collective inside the handler, and its loop
         # then tests each rank's flag alone: ranks signalled a moment apart would stop at
         # different steps and pair mismatched collectives.
@@ -327,12 +328,16 @@ class Checkpoints(Checkpoint):
             self.save(trainer)
 
     def _stop_requested(self, trainer: pl.Trainer) -> bool:
-        """Whether any rank was signalled (one all-reduce per step under DDP)."""
+        """Whether any rank was signalled. Under DDP the ranks agree on logging steps only
+        (one all-reduce), where the host reads the logged metrics from the device anyway: an
+        agreement at every step would stall every step on a GPU."""
         if trainer.world_size == 1 or not torch.distributed.is_initialized():
             return self._signalled
+        if not is_read_step(trainer):
+            return False
         flag = torch.tensor([float(self._signalled)], device=trainer.strategy.root_device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())  # Lightning's loop already reads one such flag per step
+        return bool(flag.item())
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log_epoch_row(trainer)

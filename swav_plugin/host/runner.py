@@ -23,7 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -44,6 +44,7 @@ from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.health import NonFiniteGuard, TrainingStopped
 from swav_plugin.host.metrics_log import RunLogger
 from swav_plugin.host.plugins import load_plugins
+from swav_plugin.host.progress import LoggingStepProgressBar
 from swav_plugin.host.recipe import build_component, call_with_kwargs, load_recipe, resolve_kwargs
 from swav_plugin.host.registry import REGISTRIES
 
@@ -212,10 +213,7 @@ def build(
     callbacks = [checkpoints, RecipeCallback(recipe, out), DataWaitMonitor(),
                  NonFiniteGuard(options.max_nonfinite_steps), *listed, *extra_callbacks]
     if recipe["trainer"].get("enable_progress_bar", True):
-        # The bar reads its metrics back from the device when it redraws: on the logging
-        # steps only, not every step, so that it does not stall the GPU.
-        refresh = recipe["trainer"].get("log_every_n_steps", 50) or 50
-        callbacks.append(TQDMProgressBar(refresh_rate=refresh))
+        callbacks.append(LoggingStepProgressBar())
     try:
         trainer = pl.Trainer(
             **recipe["trainer"],

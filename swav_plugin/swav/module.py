@@ -404,9 +404,10 @@ class SwAV(pl.LightningModule):
             top_share = top / counts.sum()
             self._track_collapse(top_share, every)
             # sync_dist: under DDP the logged values are means over the ranks, not rank 0's.
+            # not prog_bar: Lightning reads prog_bar metrics back at every step (the runner's
+            # bar shows the logged losses on logging steps)
             self.log_dict(
                 {"train/loss": loss, "train/loss_over_lnK": normalized / len(ks)},
-                prog_bar=True,
                 sync_dist=True,
                 batch_size=batch_size,
             )
@@ -422,7 +423,7 @@ class SwAV(pl.LightningModule):
                 sync_dist=True,
                 batch_size=batch_size,
             )
-        self._warn_if_collapsed()
+            self._warn_if_collapsed(every)
 
     def _track_collapse(self, top_share: Tensor, every: int) -> None:
         """Count, on the device, the steps in a row whose top prototypes took most crops."""
@@ -431,11 +432,12 @@ class SwAV(pl.LightningModule):
             self._collapsed_steps = torch.zeros((), dtype=torch.long, device=top_share.device)
         self._collapsed_steps.add_(every).mul_(collapsed)
 
-    def _warn_if_collapsed(self) -> None:
+    def _warn_if_collapsed(self, every: int) -> None:
+        """On the first logging step of every ``collapse_patience_steps``: read the count."""
         patience = self.hparams.collapse_patience_steps
-        if self._collapsed_steps is None or (self.global_step + 1) % patience:
+        if self._collapsed_steps is None or (self.global_step + 1) % patience >= every:
             return
-        steps = int(self._collapsed_steps)  # read once every collapse_patience_steps steps
+        steps = int(self._collapsed_steps)  # a logging step: its metrics are read anyway
         if steps >= patience:
             hp = self.hparams
             rank_zero_warn(
