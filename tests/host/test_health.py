@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from swav_plugin.host.checkpointing import read_checkpoint, step_checkpoints
-from swav_plugin.host.health import NonFiniteGuard, TrainingStopped
+from swav_plugin.host.health import NonFiniteGuard, StateCopy, TrainingStopped
 from swav_plugin.host.registry import METHODS
 from swav_plugin.host.runner import main
 
@@ -93,7 +93,7 @@ def test_a_run_of_non_finite_steps_stops_training():
     guard = NonFiniteGuard(max_in_a_row=3)
     with pytest.raises(TrainingStopped, match=r"[3-5] optimizer steps in a row had non-finite"):
         fit(Poisoned(bad=range(2, 100)), 50, guard)
-    assert 3 <= guard.skipped <= 5  # read back every 3 steps: it stops within 3 more
+    assert guard.skipped == 3  # read back at every step: the trainer logs every step
 
 
 @pytest.fixture
@@ -112,9 +112,9 @@ def test_runner_stops_in_one_line_keeping_the_last_good_checkpoint(
                  "transform": {"name": "center_crop", "size": 8, "crop_fraction": 1.0},
                  "batch_size": 64, "num_workers": 0, "pin_memory": False},
         "trainer": {"max_epochs": 3, "accelerator": "cpu", "enable_progress_bar": False,
-                    "enable_model_summary": False},
+                    "enable_model_summary": False, "log_every_n_steps": 3},
         "run": {"output_dir": str(tmp_path / "run"), "checkpoint_every_n_steps": 2,
-                "max_nonfinite_steps": 4},
+                "keep_checkpoints": 3, "max_nonfinite_steps": 4},
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -122,8 +122,32 @@ def test_runner_stops_in_one_line_keeping_the_last_good_checkpoint(
     err = [line for line in capsys.readouterr().err.splitlines() if "swav-train" in line]
     assert len(err) == 1 and err[0].startswith("swav-train: error: ")
     assert "optimizer steps in a row had non-finite gradients" in err[0]
+    # 4 bad steps in a row (4-7) are read at the read step 9 (log_every_n_steps: 3)
+    assert "(up to step 9;" in err[0]
     # the steps from 4 on were undone: every checkpoint kept holds the weights of step 4
     directory = tmp_path / "run" / "checkpoints"
     kept = [read_checkpoint(p) for p in step_checkpoints(directory)]
-    assert [c["global_step"] for c in kept] == [6, 4]
-    assert all(torch.equal(kept[0]["state_dict"][k], v) for k, v in kept[1]["state_dict"].items())
+    assert [c["global_step"] for c in kept] == [8, 6, 4]
+    for later in kept[:2]:
+        assert all(torch.equal(later["state_dict"][k], v)
+                   for k, v in kept[2]["state_dict"].items())
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_state_copy_puts_back_channels_last_strided_and_integer_tensors(flat):
+    conv = torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last)
+    gappy = torch.randn(6, 8)[:, ::2]  # no flat view: always kept one by one
+    tensors = [conv, gappy, torch.randn(7), torch.tensor(3)]
+    start = [t.clone() for t in tensors]
+    copy = StateCopy(tensors, flat=flat)  # saves the values it is made with
+    for t in tensors:  # what a bad step leaves behind: other values, NaN and inf
+        t.add_(1)
+    conv[0, 0, 0, 0], gappy[0, 0] = float("nan"), float("inf")
+    copy.restore_unless(torch.tensor(False))
+    assert all(torch.equal(t, s) for t, s in zip(tensors, start, strict=True))
+    copy.save()
+    for t in tensors:  # a good step
+        t.add_(1)
+    copy.restore_unless(torch.tensor(True))
+    assert all(torch.equal(t, s + 1) for t, s in zip(tensors, start, strict=True))
+    assert conv.is_contiguous(memory_format=torch.channels_last)
