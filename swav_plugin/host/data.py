@@ -1,8 +1,9 @@
 """The data side of a run: a registered data set, a transform and a collate in a DataModule.
 
 Two places to augment (``data.augment``): ``cpu``, the transform runs per image in the
-DataLoader workers; ``gpu``, the workers only deliver ``uint8`` images and the transform's
-batched version runs on the training device after the batch is moved there.
+DataLoader workers; ``gpu``, the workers deliver ``uint8`` images with the random draws of
+their augmentation, and the transform's batched version applies them on the training device
+after the batch is moved there.
 
 Either way the order and the augmentation are seeded per sample (:mod:`.sampling`), and the
 DataModule's state in a checkpoint says where in which epoch the run stopped, so that a resumed
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -32,8 +34,30 @@ class BatchAugmentation(Protocol):
     def prepare(self, image: Any) -> Tensor:
         """One image as a fixed-size (3, H, W) ``uint8`` tensor (CPU, in the workers)."""
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Any:
-        """The augmented batch of a ``uint8`` (B, 3, H, W) batch, on its device."""
+    def draw(self, batch: int, height: int, width: int, generator: torch.Generator) -> Any:
+        """The random draws of a batch's augmentation (CPU, in the workers)."""
+
+    def __call__(self, images: Tensor, draws: Any) -> Any:
+        """The augmented batch of a ``uint8`` (B, 3, H, W) batch and its draws, on its device."""
+
+
+class DrawingCollate:
+    """For ``data.augment: gpu``: ``(images, labels, seeds)`` → ``(images, labels, draws)``.
+
+    The draws are made where the batch is made (a DataLoader worker), with a generator seeded
+    by the batch's first sample, so that they depend only on the run seed, the epoch and the
+    batch's samples, like the per-image augmentation.
+    """
+
+    def __init__(self, collate: Callable[[Any], Any], augmentation: BatchAugmentation) -> None:
+        self.collate = collate
+        self.augmentation = augmentation
+
+    def __call__(self, samples: Any) -> tuple[Tensor, Tensor, Any]:
+        images, labels, seeds = self.collate(samples)
+        generator = torch.Generator().manual_seed(int(seeds[0]))
+        batch, _, height, width = images.shape
+        return images, labels, self.augmentation.draw(batch, height, width, generator)
 
 
 class InMemoryImages(Dataset):
@@ -114,6 +138,34 @@ class TransformedDataset(Dataset):
         return image, label
 
 
+class TimedDataLoader(DataLoader):
+    """A DataLoader whose iterators add the time they spend producing batches to
+    ``clock[0]``: the time training waits for the loader (workers or main process)."""
+
+    clock: list[float]
+
+    def __iter__(self) -> Iterator[Any]:
+        return _TimedIterator(super().__iter__(), self.clock)
+
+
+class _TimedIterator:
+    def __init__(self, iterator: Iterator[Any], clock: list[float]) -> None:
+        self._iterator, self._clock = iterator, clock
+
+    def __iter__(self) -> _TimedIterator:
+        return self
+
+    def __next__(self) -> Any:
+        start = time.perf_counter()
+        try:
+            return next(self._iterator)
+        finally:
+            self._clock[0] += time.perf_counter() - start
+
+    def __len__(self) -> int:
+        return len(self._iterator)
+
+
 class DataModule(pl.LightningDataModule):
     """Training data for any method: ``dataset`` → ``transform`` → ``collate`` → batches.
 
@@ -127,13 +179,17 @@ class DataModule(pl.LightningDataModule):
         drop_last: Drop the last incomplete batch (equal-size batches keep Sinkhorn's
             equipartition and the queue consistent).
         augment: ``cpu``: ``transform`` runs per image in the workers. ``gpu``: the workers
-            deliver ``uint8`` images (one indexing per batch for data sets held in memory) and
-            ``transform.batch_augmentation()`` runs on the training device (the GPU; on a CPU
+            deliver ``uint8`` images (one indexing per batch for data sets held in memory)
+            with the random draws of their augmentation, and ``transform.
+            batch_augmentation()`` applies them on the training device (the GPU; on a CPU
             run, batched on the CPU); ``collate`` is then not used.
 
     Attributes:
         seed: The run's seed for the order and the augmentation (the runner sets ``run.seed``);
             ``None``: drawn at random when the first loader is made (and kept in checkpoints).
+        data_seconds: Host time spent producing training batches so far: in the loader's
+            ``__next__`` and launching ``augment: gpu`` (see
+            :class:`~swav_plugin.host.data_wait.DataWaitMonitor`).
     """
 
     def __init__(
@@ -177,8 +233,11 @@ class DataModule(pl.LightningDataModule):
         self.drop_last = drop_last
         self.seed: int | None = None
         self._start = (0, 0)  # (epoch, batches done) the next loader starts at
-        self._batch_seed: int | None = None
-        self._generator: torch.Generator | None = None
+        self._clock = [0.0]
+
+    @property
+    def data_seconds(self) -> float:
+        return self._clock[0]
 
     def train_dataloader(self) -> DataLoader:
         dataset: Dataset = TransformedDataset(self.dataset, self.transform)
@@ -186,10 +245,10 @@ class DataModule(pl.LightningDataModule):
         if self.batch_augment is not None:
             if hasattr(self.dataset, "images") and hasattr(self.dataset, "labels"):
                 dataset = InMemoryImages(self.dataset.images, self.dataset.labels)
-                collate = _as_batch
+                collate = DrawingCollate(_as_batch, self.batch_augment)
             else:
                 dataset = TransformedDataset(self.dataset, self.batch_augment.prepare, True)
-                collate = default_collate
+                collate = DrawingCollate(default_collate, self.batch_augment)
         trainer = self.trainer
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         if self.seed is None:
@@ -199,7 +258,7 @@ class DataModule(pl.LightningDataModule):
         sampler = ResumableSampler(dataset, world_size, rank, self.seed, self.batch_size,
                                    *self._start)
         self._start = (0, 0)  # a loader made later (a reload) starts its epochs whole
-        return DataLoader(
+        loader = TimedDataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -212,6 +271,8 @@ class DataModule(pl.LightningDataModule):
             # the workers' base seed comes from here, not from the global generator
             generator=torch.Generator().manual_seed(self.seed),
         )
+        loader.clock = self._clock
+        return loader
 
     def state_dict(self) -> dict[str, Any]:
         """Where the run stands: the seed and the (epoch, batches done) to continue at."""
@@ -229,24 +290,11 @@ class DataModule(pl.LightningDataModule):
         self.seed = state_dict["seed"]
         self._start = (state_dict["epoch"], state_dict["batches_done"])
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.batch_augment is None or len(batch) != 3:
-            return batch
-        images, labels, seeds = batch
-        self._batch_seed = int(seeds[0])  # a host tensor: no device read
-        return images, labels
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.batch_augment is None:
             return batch
-        images, labels = batch
-        return self.batch_augment(images, self._device_generator(images.device)), labels
-
-    def _device_generator(self, device: torch.device) -> torch.Generator | None:
-        """A generator on ``device`` seeded by the batch's first sample (``None``: unseeded)."""
-        seed, self._batch_seed = self._batch_seed, None
-        if seed is None:
-            return None
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device)
-        return self._generator.manual_seed(seed)
+        start = time.perf_counter()
+        images, labels, draws = batch
+        crops = self.batch_augment(images, draws)
+        self._clock[0] += time.perf_counter() - start
+        return crops, labels

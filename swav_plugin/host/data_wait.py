@@ -1,12 +1,15 @@
 """How long training waits for data: the first thing to check when a run is slower than it
 should be.
 
-For every step, the host time between the end of the previous step and the start of this one
-is the time spent fetching the batch from the DataLoader, moving it to the device and (for
-``data.augment: gpu``) launching its augmentation. Its share of the step time is logged as
-``perf/data_wait_share`` on the logger's steps and summarised at the end of training. On a GPU
-the step itself runs asynchronously, so a share near zero means the loader keeps up; a large
-share means the GPU idles waiting for data (more ``data.num_workers``, or
+The data wait of a step is the host time spent producing its batch: in the DataLoader's
+``__next__`` (waiting for the workers, or loading in the main process) and, for
+``data.augment: gpu``, launching the batch's augmentation after it was moved to the device.
+The data module measures both (``data_seconds``, see :class:`~swav_plugin.host.data.DataModule`),
+so that nothing else the host does between two steps counts: reading logged values back
+from the device, writing a checkpoint, agreeing on a stop signal. Its share of the step time
+is logged as ``perf/data_wait_share`` on the logger's steps and summarised at the end of
+training. On a GPU the step itself runs asynchronously, so a share near zero means the loader
+keeps up; a large share means the GPU idles waiting for data (more ``data.num_workers``, or
 ``data.augment: gpu``).
 """
 
@@ -19,23 +22,30 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 
+from swav_plugin.host.read_steps import is_logging_step
+
+
+def _data_seconds(trainer: pl.Trainer) -> float:
+    return getattr(trainer.datamodule, "data_seconds", 0.0)
+
 
 class DataWaitMonitor(Callback):
     """Logs the per-step data wait (ms) and its share of the step time; never touches a device
-    tensor, so it adds no synchronisation to the step."""
+    tensor, so it adds no synchronisation to the step.
+
+    The data module must report its cumulative ``data_seconds``; without one the wait is 0.
+    """
 
     def __init__(self) -> None:
         self._last_end: float | None = None
+        self._data_at_end = 0.0  # data_seconds when the last step ended
         self._interval = [0.0, 0.0, 0]  # wait, total, steps since the last log
         self._run = [0.0, 0.0, 0]  # the same over the whole fit
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._last_end = time.perf_counter()  # the epoch's first batch: its loader starts here
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._wait = time.perf_counter() - (self._last_end or time.perf_counter())
+        # the epoch's first batch: its loader starts after this hook
+        self._last_end = time.perf_counter()
+        self._data_at_end = _data_seconds(trainer)
 
     def on_train_batch_end(
         self,
@@ -45,15 +55,15 @@ class DataWaitMonitor(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        now = time.perf_counter()
+        now, data = time.perf_counter(), _data_seconds(trainer)
         total = now - (self._last_end or now)
-        self._last_end = now
+        wait = data - self._data_at_end
+        self._last_end, self._data_at_end = now, data
         for sums in (self._interval, self._run):
-            sums[0] += self._wait
+            sums[0] += wait
             sums[1] += total
             sums[2] += 1
-        every = trainer.log_every_n_steps
-        if trainer.logger is not None and every and trainer.global_step % every == 0:
+        if trainer.logger is not None and is_logging_step(trainer):
             wait, total, steps = self._interval
             trainer.logger.log_metrics(
                 {"perf/data_wait_ms": 1000 * wait / steps,

@@ -6,7 +6,7 @@ Every random draw of the data pipeline is a pure function of ``(run seed, epoch,
   split over the ranks;
 - each sample carries its own seed (:func:`sample_seed`), which seeds the per-image augmentation
   wherever it runs (main process or any DataLoader worker), and the first sample's seed seeds
-  a batch augmented on the device.
+  the draws of a batch whose augmentation is applied on the device.
 
 So a run resumed at batch ``b`` of epoch ``e`` sees the same images with the same crops as an
 uninterrupted run, whatever the number of workers; the sampler's state in a checkpoint is just

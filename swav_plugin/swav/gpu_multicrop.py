@@ -1,11 +1,20 @@
 """SwAV's multi-crop augmentation [0] batched on the training device.
 
 The same crops and augmentations as :class:`~swav_plugin.swav.multicrop.MultiCropTransform`
-(built from its validated crop groups), but for a whole batch of ``uint8`` images at once:
-every crop of every image is cut and resized in one ``roi_align`` call per crop group, then
-flipped, colour-jittered, greyed, blurred and solarised with per-crop random parameters
-(:mod:`swav_plugin.zoo.batch_augment`). CPU workers then only load ``uint8`` pixels, which
-removes the data-loading bottleneck of 8 crops per image (REFERENCE: "multi-crop is slow").
+(built from its validated crop groups), for a whole batch of ``uint8`` images, in two parts
+(:mod:`swav_plugin.zoo.batch_augment`):
+
+- :meth:`GPUMultiCrop.draw` makes every random parameter of the batch (crop boxes, flips, the
+  colour jitter's passes, grey, blur kernels, solarisation) on the CPU, in the DataLoader
+  worker that loads the batch: a few dozen operations on small tensors, off the training
+  process;
+- :meth:`GPUMultiCrop.__call__` applies them on the device: every crop of a group is cut and
+  resized by one ``roi_align`` call, then flipped, jittered, greyed, blurred, solarised and
+  normalised, each a handful of whole-batch operations and none reading a value back.
+
+CPU workers thus only load ``uint8`` pixels and draw numbers, which removes the data-loading
+bottleneck of 8 crops per image (REFERENCE: "multi-crop is slow"), and the device runs few
+kernels per batch, so that launching them does not take longer than the step they feed.
 
 The output is that of :class:`~swav_plugin.swav.multicrop.MultiCropCollate`: one tensor per run
 of equal-sized crops, crop-major, so the method cannot tell the two pipelines apart.
@@ -16,7 +25,7 @@ of equal-sized crops, crop-major, so the method cannot tell the two pipelines ap
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,11 +35,34 @@ from torch import Tensor
 from swav_plugin.zoo import batch_augment as A
 
 SOLARIZE_THRESHOLD = 128 / 255  # torchvision's RandomSolarize(128) on uint8 pixels
+# Rows of CropDraws.params: the flip, the colour jitter's passes, grey, blur, solarise.
+FLIP, JITTER = 0, 1
+GREY = JITTER + A.JITTER_ROWS
+BLUR, SOLARIZE = GREY + 1, GREY + 2
+ROWS = SOLARIZE + 1
 
 
 def blur_kernel_size(crop_size: int) -> int:
     """Odd Gaussian kernel of about 10 % of the crop (the official code's choice), at least 3."""
     return max(3, int(0.1 * crop_size) // 2 * 2 + 1)
+
+
+class CropDraws(NamedTuple):
+    """The random draws of one batch's multi-crop; moved to the device with the batch.
+
+    ``rois`` (C, 5): the source image and box of every crop, group after group, crop-major;
+    ``params`` (ROWS, C, 1, 1, 1): per crop, the weights (0 or 1) and values of each
+    augmentation; ``kernels``: per group, the crops' blur kernels (C_g, k), or ``None``.
+    """
+
+    rois: Tensor
+    params: Tensor
+    kernels: list[Tensor | None]
+
+    def to(self, device: torch.device | str) -> CropDraws:
+        """The draws on ``device``."""
+        kernels = [None if k is None else k.to(device) for k in self.kernels]
+        return CropDraws(self.rois.to(device), self.params.to(device), kernels)
 
 
 class GPUMultiCrop:
@@ -70,44 +102,80 @@ class GPUMultiCrop:
         image = image.crop((left, top, left + size, top + size))
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
-        """All crops of ``images`` (B, 3, H, W) ``uint8``, grouped by resolution, crop-major."""
+    def draw(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> CropDraws:
+        """Every random parameter of the crops of ``batch`` images of ``height × width``, drawn
+        as torchvision's transforms draw them for each crop (on the generator's device)."""
+        rois, params, kernels = [], [], []
+        for g in self.groups:
+            n = g["count"] * batch
+            boxes = A.random_resized_crop_boxes(n, height, width, tuple(g["scale"]),
+                                                generator=generator)
+            image = torch.arange(batch, device=boxes.device).repeat(g["count"])  # crop-major
+            rois.append(A.crop_rois(boxes, image))
+            flip = A.coin(n, g["hflip_prob"], generator)
+            jitter = A.sample_color_jitter_params(n, g["brightness"], g["contrast"],
+                                                  g["saturation"], g["hue"],
+                                                  g["color_jitter_prob"], generator)
+            grey = A.coin(n, g["grayscale_prob"], generator)
+            blur = A.coin(n, g["blur_prob"], generator)
+            kernels.append(A.blur_kernels(blur_kernel_size(g["size"]),
+                                          A.uniform((n,), *g["blur_sigma"], generator))
+                           if g["blur_prob"] > 0 else None)
+            solarize = A.coin(n, g["solarize_prob"], generator)
+            params.append(torch.cat((flip[None], A.jitter_passes(jitter).rows(), grey[None],
+                                     blur[None], solarize[None])))
+        return CropDraws(torch.cat(rois), torch.cat(params, dim=1).view(ROWS, -1, 1, 1, 1),
+                         kernels)
+
+    def __call__(self, images: Tensor, draws: CropDraws) -> list[Tensor]:
+        """All crops of ``images`` (B, 3, H, W) ``uint8`` with the ``draws`` of
+        :meth:`draw` (on the same device), grouped by resolution, crop-major."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"expected a uint8 batch (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
             )
-        batch, _, height, width = images.shape
+        batch = images.shape[0]
+        if draws.rois.shape[0] != batch * sum(g["count"] for g in self.groups):
+            raise ValueError(
+                f"the draws are for {draws.rois.shape[0]} crops, but a batch of {batch} images "
+                f"makes {batch * sum(g['count'] for g in self.groups)}; draw for this batch"
+            )
         pixels = images.float().div_(255)
         runs: list[tuple[int, list[Tensor]]] = []
-        for g in self.groups:
-            crops = self._group(pixels, g, batch, height, width, generator)
+        start = 0
+        for g, kernels in zip(self.groups, draws.kernels, strict=True):
+            end = start + g["count"] * batch
+            crops = self._group(pixels, g, draws.rois[start:end],
+                                draws.params[:, start:end].unbind(0), kernels)
             if runs and runs[-1][0] == g["size"]:
                 runs[-1][1].append(crops)
             else:
                 runs.append((g["size"], [crops]))
+            start = end
         return [parts[0] if len(parts) == 1 else torch.cat(parts) for _, parts in runs]
 
     def _group(
         self,
         pixels: Tensor,
         g: Mapping[str, Any],
-        batch: int,
-        height: int,
-        width: int,
-        generator: torch.Generator | None,
+        rois: Tensor,
+        rows: Sequence[Tensor],
+        kernels: Tensor | None,
     ) -> Tensor:
-        count, size = g["count"], g["size"]
-        boxes = A.random_resized_crop_boxes(
-            count * batch, height, width, tuple(g["scale"]), generator=generator,
-            device=pixels.device,
-        )
-        owner = torch.arange(batch, device=pixels.device).repeat(count)  # crop-major
-        x = A.crop_resize(pixels, boxes, owner, size)
-        x = A.horizontal_flip(x, g["hflip_prob"], generator)
-        x = A.color_jitter(x, g["brightness"], g["contrast"], g["saturation"], g["hue"],
-                           g["color_jitter_prob"], generator)
-        x = A.random_grayscale(x, g["grayscale_prob"], generator)
-        x = A.gaussian_blur(x, blur_kernel_size(size), g["blur_sigma"], g["blur_prob"],
-                            generator)
-        x = A.solarize(x, SOLARIZE_THRESHOLD, g["solarize_prob"], generator)
+        """One crop group: the operations its settings leave off are skipped (known on the
+        host from the recipe, not from the draws)."""
+        x = A.crop_resize(pixels, rois, g["size"])
+        if g["hflip_prob"] > 0:
+            x = A.horizontal_flip(x, rows[FLIP])
+        jitter = (g["brightness"], g["contrast"], g["saturation"], g["hue"])
+        if g["color_jitter_prob"] > 0 and any(jitter):
+            x = A.color_jitter(x, rows[JITTER:GREY])
+        if g["grayscale_prob"] > 0:
+            x = A.grayscale(x, rows[GREY])
+        if kernels is not None:
+            x = A.gaussian_blur(x, kernels, rows[BLUR])
+        if g["solarize_prob"] > 0:
+            x = A.solarize(x, SOLARIZE_THRESHOLD, rows[SOLARIZE])
         return A.normalize(x, self.mean, self.std)

@@ -1,17 +1,26 @@
-"""Batched image augmentations with per-sample random parameters.
+"""Batched image augmentations: per-sample random draws, and their application to a batch.
 
-Each op transforms a whole ``(N, 3, H, W)`` float batch in ``[0, 1]`` at once, on whatever
-device the batch lives on, while drawing an independent random parameter for every sample,
-so that the result is distributed like applying the matching ``torchvision.transforms`` op to
-each image separately. Moving augmentation from per-image CPU workers to the GPU removes the
-data-loading bottleneck of multi-crop training, but only pays off if nothing waits on the
-device: no op here calls ``.item()``, indexes with boolean masks or branches in python on
-tensor values. Per-sample choices are made with ``torch.where`` and arithmetic instead, and
-every draw takes an optional ``generator`` so that a seeded run is reproducible.
+Two halves, so that each runs where it is cheap:
+
+- the **draws** make every random parameter of a batch's augmentations with a few vectorised
+  operations on small tensors (for ``data.augment: gpu``, in the DataLoader workers, on the
+  CPU), distributed as the matching ``torchvision.transforms`` op draws them for each image;
+- the **applies** transform a whole ``(N, 3, H, W)`` float batch in ``[0, 1]`` on its device,
+  each sample with its own drawn parameters, in as few operations (kernel launches) as
+  possible, and without reading a value back to the host: no ``.item()``, boolean masks or
+  Python branches on tensor values. A per-sample choice between two results is a ``lerp``
+  by a 0/1 weight, which returns either input exactly.
+
+Colour jitter applies torchvision's four operations in a random order per sample. Brightness,
+contrast and saturation are each one blend ``f·x + a·mean(grey(x)) + b·grey(x)``, clamped;
+the hue rotation comes once, between up to three blends before it and three after it, so
+the whole jitter is six blend passes and one hue pass over the batch (:func:`jitter_passes`,
+:func:`color_jitter`) instead of all four operations at each of the four positions.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,31 +31,14 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 # ITU-R 601-2 luma weights, exactly as torchvision's rgb_to_grayscale
-_LUMA = (0.2989, 0.587, 0.114)
+LUMA = (0.2989, 0.587, 0.114)
 
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # torchvision's ColorJitter op indices
-
-
-def _uniform(
-    shape: tuple[int, ...],
-    low: float,
-    high: float,
-    generator: torch.Generator | None,
-    device: torch.device | str | None,
-) -> Tensor:
-    return low + (high - low) * torch.rand(shape, generator=generator, device=device)
-
-
-def _coin(
-    n: int, p: float, generator: torch.Generator | None, device: torch.device | str | None
-) -> Tensor:
-    """Boolean (n,) mask, each entry True with probability ``p``."""
-    return torch.rand(n, generator=generator, device=device) < p
-
-
-def _per_sample(values: Tensor, x: Tensor) -> Tensor:
-    """(N,) values as (N, 1, 1, 1) in ``x``'s dtype, to broadcast over images."""
-    return values.to(dtype=x.dtype).view(-1, 1, 1, 1)
+#: Blend passes of :func:`color_jitter`: three before the hue rotation, three after it.
+BLEND_PASSES = 6
+#: Rows of :meth:`JitterPasses.rows`: (f, a, b) of each blend pass, then the hue's weight and
+#: six times its shift.
+JITTER_ROWS = 3 * BLEND_PASSES + 2
 
 
 def _default_device(
@@ -55,6 +47,46 @@ def _default_device(
     if device is not None:
         return device
     return generator.device if generator is not None else "cpu"
+
+
+@functools.cache
+def channel_constant(
+    values: tuple[float, ...], device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """``values`` as a (1, C, 1, 1) tensor on ``device``, made once: a constant built on the
+    host at every call would be a blocking host-to-device copy."""
+    return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
+
+
+def per_sample(values: Tensor) -> Tensor:
+    """(N,) values as (N, 1, 1, 1), to broadcast over images."""
+    return values.view(-1, 1, 1, 1)
+
+
+# --- draws --------------------------------------------------------------------------------
+
+
+def uniform(
+    shape: tuple[int, ...],
+    low: float,
+    high: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Uniform samples on ``[low, high)``."""
+    device = _default_device(device, generator)
+    return low + (high - low) * torch.rand(shape, generator=generator, device=device)
+
+
+def coin(
+    n: int,
+    p: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """(n,) float weights, each 1 with probability ``p`` and 0 otherwise."""
+    device = _default_device(device, generator)
+    return (torch.rand(n, generator=generator, device=device) < p).float()
 
 
 def random_resized_crop_boxes(
@@ -76,8 +108,8 @@ def random_resized_crop_boxes(
     attempts = 10  # torchvision's rejection-sampling budget
     # All attempts are drawn up front; taking the first valid one keeps the distribution of
     # torchvision's sequential loop, which merely stops drawing once it succeeds.
-    target_area = area * _uniform((n, attempts), scale[0], scale[1], generator, device)
-    log_ratio = _uniform((n, attempts), math.log(ratio[0]), math.log(ratio[1]), generator, device)
+    target_area = area * uniform((n, attempts), scale[0], scale[1], generator, device)
+    log_ratio = uniform((n, attempts), math.log(ratio[0]), math.log(ratio[1]), generator, device)
     aspect = torch.exp(log_ratio)
     # torch.round, like python's round, rounds halves to even
     w = torch.round(torch.sqrt(target_area * aspect))
@@ -109,107 +141,14 @@ def random_resized_crop_boxes(
     return torch.stack((left, top, left + w, top + h), dim=1)
 
 
-def crop_resize(images: Tensor, boxes: Tensor, batch_index: Tensor, size: int) -> Tensor:
-    """Crop ``boxes[i]`` from ``images[batch_index[i]]`` and resize each to ``(size, size)``.
-
-    One ``roi_align`` call serves every crop: with ``aligned=True`` pixel ``k`` is the unit
-    interval ``[k, k + 1)``, matching the boxes' pixel-edge coordinates, and the adaptive
-    sampling ratio averages ``ceil(box_size / size)`` bilinear samples per output pixel and
-    axis, which antialiases downscaling. Upscaling reduces to bilinear interpolation.
-    Unlike torchvision's crop-then-resize, samples within half a pixel of a box edge blend in
-    the image just outside the box rather than replicating the edge.
-    """
-    rois = torch.cat((batch_index.to(boxes.dtype).unsqueeze(1), boxes), dim=1)
-    return roi_align(
-        images, rois.to(images.dtype), output_size=size, spatial_scale=1.0, sampling_ratio=-1,
-        aligned=True,
-    )
-
-
-def horizontal_flip(x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
-    """Mirror each sample left-right with probability ``p``."""
-    if p <= 0:
-        return x
-    flip = _coin(x.shape[0], p, generator, x.device).view(-1, 1, 1, 1)
-    return torch.where(flip, x.flip(-1), x)
-
-
-def rgb_to_grayscale(x: Tensor) -> Tensor:
-    """ITU-R 601-2 luma of an RGB batch, shape ``(N, 1, H, W)``."""
-    r, g, b = x.unbind(dim=-3)
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(-3)
-
-
-def random_grayscale(x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
-    """Replace each sample by its luma on all three channels with probability ``p``."""
-    if p <= 0:
-        return x
-    gray = _coin(x.shape[0], p, generator, x.device).view(-1, 1, 1, 1)
-    return torch.where(gray, rgb_to_grayscale(x).expand_as(x), x)
-
-
-def _blend(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
-    return (factor * x + (1.0 - factor) * other).clamp(0.0, 1.0)
-
-
-def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
-    """Scale each sample by its ``factor`` (shape ``(N,)``), clamped to ``[0, 1]``."""
-    return _blend(x, torch.zeros_like(x), _per_sample(factor, x))
-
-
-def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
-    """Blend each sample with the mean of its grayscale image by ``factor`` (``(N,)``)."""
-    mean = rgb_to_grayscale(x).mean(dim=(-3, -2, -1), keepdim=True)
-    return _blend(x, mean, _per_sample(factor, x))
-
-
-def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
-    """Blend each sample with its grayscale image by ``factor`` (``(N,)``)."""
-    return _blend(x, rgb_to_grayscale(x), _per_sample(factor, x))
-
-
-def _rgb_to_hsv(x: Tensor) -> Tensor:
-    r, g, b = x.unbind(dim=-3)
-    maxc = x.amax(dim=-3)
-    minc = x.amin(dim=-3)
-    delta = maxc - minc
-    grey = delta == 0
-    # Substituting 1 for the zero denominators of grey pixels avoids NaNs; their hue and
-    # saturation come out 0 anyway, and hue is irrelevant where saturation is 0.
-    s = delta / torch.where(grey, torch.ones_like(maxc), maxc)
-    safe_delta = torch.where(grey, torch.ones_like(delta), delta)
-    # Ties between channels resolve to red, then green, as in torchvision (and PIL).
-    h = torch.where(
-        maxc == r,
-        (g - b) / safe_delta,
-        torch.where(maxc == g, 2.0 + (b - r) / safe_delta, 4.0 + (r - g) / safe_delta),
-    )
-    h = torch.remainder(h / 6.0, 1.0)
-    return torch.stack((h, s, maxc), dim=-3)
-
-
-def _hsv_to_rgb(hsv: Tensor) -> Tensor:
-    h, s, v = hsv.split(1, dim=-3)
-    # Channel n in (R, G, B) = (5, 3, 1) equals v - v * s * clamp(min(k, 4 - k), 0, 1) with
-    # k = (n + 6h) mod 6: the piecewise-linear sector formula without per-sector branches.
-    # arange builds n on the device itself, sparing a blocking host-to-device copy.
-    n = torch.arange(5.0, 0.0, -2.0, dtype=hsv.dtype, device=hsv.device)
-    k = torch.remainder(n.view(3, 1, 1) + 6.0 * h, 6.0)
-    ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
-    return (v - v * s * ramp).clamp(0.0, 1.0)
-
-
-def adjust_hue(x: Tensor, factor: Tensor) -> Tensor:
-    """Rotate each sample's HSV hue by its ``factor`` (``(N,)``, in turns, within ±0.5)."""
-    hsv = _rgb_to_hsv(x)
-    h, s, v = hsv.unbind(dim=-3)
-    h = torch.remainder(h + factor.to(dtype=x.dtype).view(-1, 1, 1), 1.0)
-    return _hsv_to_rgb(torch.stack((h, s, v), dim=-3))
+def crop_rois(boxes: Tensor, image_index: Tensor) -> Tensor:
+    """The (n, 5) ``roi_align`` rows ``(image, x1, y1, x2, y2)`` of boxes cut from images."""
+    return torch.cat((image_index.to(boxes.dtype).unsqueeze(1), boxes), dim=1)
 
 
 @dataclass(frozen=True)
 class ColorJitterParams:
-    """Per-sample draws of one ``color_jitter`` call.
+    """Per-sample draws of one ``RandomApply([ColorJitter(...)], p)``.
 
     ``apply`` (N,) bool marks the jittered samples; each factor is an ``(N,)`` tensor, or
     ``None`` when that op is disabled; ``order[i, k]`` is the op (``BRIGHTNESS``,
@@ -246,14 +185,14 @@ def sample_color_jitter_params(
         if value < 0:
             raise ValueError(f"{name} must be non-negative, got {value}")
     device = _default_device(device, generator)
-    apply = _coin(n, p, generator, device)
+    apply = coin(n, p, generator, device).bool()
     # argsort of i.i.d. uniforms is a uniformly random permutation, independently per row
     order = torch.rand((n, 4), generator=generator, device=device).argsort(dim=1)
 
     def blend_factor(strength: float) -> Tensor | None:
         if strength == 0:
             return None
-        return _uniform((n,), max(0.0, 1.0 - strength), 1.0 + strength, generator, device)
+        return uniform((n,), max(0.0, 1.0 - strength), 1.0 + strength, generator, device)
 
     return ColorJitterParams(
         apply=apply,
@@ -261,101 +200,184 @@ def sample_color_jitter_params(
         brightness=blend_factor(brightness),
         contrast=blend_factor(contrast),
         saturation=blend_factor(saturation),
-        hue=_uniform((n,), -hue, hue, generator, device) if hue > 0 else None,
+        hue=uniform((n,), -hue, hue, generator, device) if hue > 0 else None,
     )
 
 
-def apply_color_jitter(x: Tensor, params: ColorJitterParams) -> Tensor:
-    """Apply sampled colour jitter, each sample in its own op order."""
-    ops = (
-        (BRIGHTNESS, adjust_brightness, params.brightness),
-        (CONTRAST, adjust_contrast, params.contrast),
-        (SATURATION, adjust_saturation, params.saturation),
-        (HUE, adjust_hue, params.hue),
-    )
-    ops = tuple((index, op, factor) for index, op, factor in ops if factor is not None)
-    # At every position each enabled op runs on the whole batch, and is kept only for the
-    # samples whose permutation puts it there: 4x the arithmetic, but no data-dependent
-    # indexing. torch.where (rather than identity factors) keeps the other samples bit-exact,
-    # which a hue round trip through HSV would not.
-    for position in range(4):
-        for index, op, factor in ops:
-            here = params.apply & (params.order[:, position] == index)
-            x = torch.where(here.view(-1, 1, 1, 1), op(x, factor), x)
+@dataclass(frozen=True)
+class JitterPasses:
+    """Colour jitter rewritten as passes over the batch (see :func:`color_jitter`).
+
+    ``blends`` (6, 3, N): per pass the blend ``(f, a, b)`` of every sample, identity
+    ``(1, 0, 0)`` where that sample has nothing to do in the pass; passes 0–2 come before the
+    hue rotation, 3–5 after it. ``hue`` (2, N): the rotation's weight (1: rotate) and six
+    times its shift.
+    """
+
+    blends: Tensor
+    hue: Tensor
+
+    def rows(self) -> Tensor:
+        """The :data:`JITTER_ROWS` rows (N each) that :func:`color_jitter` takes."""
+        return torch.cat((self.blends.flatten(0, 1), self.hue))
+
+
+def jitter_passes(params: ColorJitterParams) -> JitterPasses:
+    """Each sample's blends in its own order, split around its hue rotation.
+
+    A sample whose hue comes at position ``j`` of its order runs its first ``j`` operations in
+    the passes before the rotation and the others in the passes after it; the blend passes it
+    does not need, and every pass of a sample that is not jittered, are the identity.
+    """
+    n, device = params.apply.shape[0], params.apply.device
+    identity = torch.tensor([1.0, 0.0, 0.0], device=device)
+    table = identity.repeat(n, 4, 1)  # (N, op, (f, a, b))
+    if params.brightness is not None:
+        table[:, BRIGHTNESS, 0] = params.brightness
+    if params.contrast is not None:
+        table[:, CONTRAST, 0] = params.contrast
+        table[:, CONTRAST, 1] = 1 - params.contrast
+    if params.saturation is not None:
+        table[:, SATURATION, 0] = params.saturation
+        table[:, SATURATION, 2] = 1 - params.saturation
+    table = torch.where(params.apply.view(-1, 1, 1), table, identity)
+    in_order = table.gather(1, params.order.unsqueeze(2).expand(n, 4, 3))  # (N, position, 3)
+    hue_at = (params.order == HUE).to(torch.uint8).argmax(dim=1, keepdim=True)  # (N, 1)
+    slots = torch.arange(3, device=device).unsqueeze(0)  # (1, 3)
+    before = torch.where((slots < hue_at).unsqueeze(2), in_order[:, :3], identity)
+    after_at = hue_at + 1 + slots
+    after = in_order.gather(1, after_at.clamp(max=3).unsqueeze(2).expand(n, 3, 3))
+    after = torch.where((after_at <= 3).unsqueeze(2), after, identity)
+    blends = torch.cat((before, after), dim=1).permute(1, 2, 0)  # (6, 3, N)
+    if params.hue is None:
+        hue = torch.zeros(2, n, device=device)
+    else:
+        hue = torch.stack((params.apply.float(), 6 * params.hue))
+    return JitterPasses(blends.contiguous(), hue)
+
+
+def blur_kernels(kernel_size: int, sigma: Tensor) -> Tensor:
+    """Normalised 1-D Gaussian kernels (N, ``kernel_size``) of std ``sigma`` (N,), as
+    torchvision's ``gaussian_blur`` builds them (odd ``kernel_size``)."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+    half = (kernel_size - 1) / 2
+    offsets = torch.linspace(-half, half, kernel_size, dtype=sigma.dtype, device=sigma.device)
+    pdf = torch.exp(-0.5 * (offsets / sigma.unsqueeze(1)) ** 2)
+    return pdf / pdf.sum(dim=1, keepdim=True)
+
+
+# --- applies ------------------------------------------------------------------------------
+
+
+def crop_resize(images: Tensor, rois: Tensor, size: int) -> Tensor:
+    """Cut each ``(image, x1, y1, x2, y2)`` row of ``rois`` and resize it to ``(size, size)``.
+
+    One ``roi_align`` call serves every crop: with ``aligned=True`` pixel ``k`` is the unit
+    interval ``[k, k + 1)``, matching the boxes' pixel-edge coordinates, and the adaptive
+    sampling ratio averages ``ceil(box_size / size)`` bilinear samples per output pixel and
+    axis, which antialiases downscaling. Upscaling reduces to bilinear interpolation.
+    Unlike torchvision's crop-then-resize, samples within half a pixel of a box edge blend in
+    the image just outside the box rather than replicating the edge.
+    """
+    return roi_align(images, rois.to(images.dtype), output_size=size, spatial_scale=1.0,
+                     sampling_ratio=-1, aligned=True)
+
+
+def select(x: Tensor, other: Tensor, weight: Tensor) -> Tensor:
+    """``other`` where ``weight`` is 1 and ``x`` where it is 0, exactly (finite values)."""
+    return torch.lerp(x, other, weight)  # other may broadcast (a grey channel)
+
+
+def horizontal_flip(x: Tensor, flip: Tensor) -> Tensor:
+    """Mirror left-right the samples whose ``flip`` (N, 1, 1, 1) is 1."""
+    return select(x, x.flip(-1), flip)
+
+
+def rgb_to_grayscale(x: Tensor) -> Tensor:
+    """ITU-R 601-2 luma of an RGB batch, shape ``(N, 1, H, W)``."""
+    return (x * channel_constant(LUMA, x.device, x.dtype)).sum(dim=1, keepdim=True)
+
+
+def grayscale(x: Tensor, chosen: Tensor) -> Tensor:
+    """Replace by their luma on all three channels the samples whose ``chosen`` is 1."""
+    return select(x, rgb_to_grayscale(x), chosen)
+
+
+def blend(x: Tensor, f: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``clamp(f·x + a·mean(grey(x)) + b·grey(x), 0, 1)`` with per-sample (N, 1, 1, 1) ``f``,
+    ``a``, ``b``: torchvision's brightness ``(f, 0, 0)``, contrast ``(f, 1 - f, 0)`` and
+    saturation ``(f, 0, 1 - f)`` blends, and the identity ``(1, 0, 0)``, exactly."""
+    grey = rgb_to_grayscale(x)
+    out = x * f
+    out.addcmul_(grey.mean(dim=(2, 3), keepdim=True), a)
+    out.addcmul_(grey, b)
+    return out.clamp_(0.0, 1.0)
+
+
+def rotate_hue(x: Tensor, weight: Tensor, shift6: Tensor) -> Tensor:
+    """Rotate the HSV hue of the samples whose ``weight`` is 1 by ``shift6 / 6`` turns
+    (torchvision's ``adjust_hue``); the others are returned unchanged.
+
+    Hue, saturation and value are never formed: in the hexcone model each channel of the
+    rotated pixel is ``max − (max − min) · clamp(min(k, 4 − k), 0, 1)`` with
+    ``k = (n + 6h) mod 6`` and ``n`` = 5, 3, 1 for R, G, B, and the pixel's ``6h`` is
+    ``2m + (x[m+1] − x[m+2]) / (max − min)`` for its largest channel ``m`` (ties resolved to
+    red, then green, as torchvision does).
+    """
+    low, high = x.aminmax(dim=1, keepdim=True)
+    chroma = high - low
+    # grey pixels (chroma 0): every difference is 0 as well, so their hue is 0, not NaN
+    sextant = (x.roll(-1, dims=1) - x.roll(-2, dims=1)) / chroma.clamp_min(
+        torch.finfo(x.dtype).tiny)
+    sextant = (sextant + channel_constant((0.0, 2.0, 4.0), x.device, x.dtype)).gather(
+        1, x.argmax(dim=1, keepdim=True))
+    k = torch.remainder(sextant + shift6 + channel_constant((5.0, 3.0, 1.0), x.device, x.dtype),
+                        6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return select(x, torch.addcmul(high, chroma, ramp, value=-1.0), weight)
+
+
+def color_jitter(x: Tensor, rows: Sequence[Tensor]) -> Tensor:
+    """Per-sample colour jitter from the :data:`JITTER_ROWS` rows of :meth:`JitterPasses.rows`,
+    each shaped (N, 1, 1, 1): three blend passes, the hue rotation, three blend passes."""
+    blends = [rows[3 * k: 3 * k + 3] for k in range(BLEND_PASSES)]
+    for f, a, b in blends[:3]:
+        x = blend(x, f, a, b)
+    x = rotate_hue(x, *rows[3 * BLEND_PASSES:])
+    for f, a, b in blends[3:]:
+        x = blend(x, f, a, b)
     return x
 
 
-def color_jitter(
-    x: Tensor,
-    brightness: float,
-    contrast: float,
-    saturation: float,
-    hue: float,
-    p: float,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Per-sample ``RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)``."""
-    if p <= 0 or brightness == contrast == saturation == hue == 0:
-        return x
-    params = sample_color_jitter_params(
-        x.shape[0], brightness, contrast, saturation, hue, p, generator, x.device
-    )
-    return apply_color_jitter(x, params)
+def gaussian_blur(x: Tensor, kernels: Tensor, chosen: Tensor) -> Tensor:
+    """Blur the samples whose ``chosen`` is 1 with their own separable kernel (N, k) (from
+    :func:`blur_kernels`); torchvision's ``gaussian_blur``, reflect padding included.
 
-
-def gaussian_blur_with_sigma(x: Tensor, kernel_size: int, sigma: Tensor) -> Tensor:
-    """Blur sample ``i`` with an isotropic Gaussian of std ``sigma[i]`` (shape ``(N,)``).
-
-    Matches torchvision's ``gaussian_blur`` (odd ``kernel_size``, reflect padding), run as a
-    separable pair of grouped convolutions over the whole batch.
+    Folding the batch into channels lets each image use its own kernel in one grouped
+    convolution per axis; blurring rows then columns equals torchvision's outer-product
+    kernel, since the reflection of each axis commutes with filtering along the other.
     """
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
     n, c, height, width = x.shape
-    half = (kernel_size - 1) / 2
-    offsets = torch.linspace(-half, half, kernel_size, dtype=x.dtype, device=x.device)
-    pdf = torch.exp(-0.5 * (offsets / sigma.to(x.dtype).unsqueeze(1)) ** 2)
-    kernel = (pdf / pdf.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (N*C, k)
-    # Folding the batch into channels lets each image use its own kernel in one grouped conv.
-    # Blurring rows then columns equals torchvision's 2D outer-product kernel, reflect padding
-    # included, since the reflection of each axis commutes with filtering along the other.
-    pad = kernel_size // 2
+    size = kernels.shape[1]
+    taps = kernels.to(x.dtype).repeat_interleave(c, dim=0)  # (N·C, k)
+    pad = size // 2
     out = x.reshape(1, n * c, height, width)
     out = F.conv2d(F.pad(out, (pad, pad, 0, 0), mode="reflect"),
-                   kernel.view(n * c, 1, 1, kernel_size), groups=n * c)
+                   taps.view(n * c, 1, 1, size), groups=n * c)
     out = F.conv2d(F.pad(out, (0, 0, pad, pad), mode="reflect"),
-                   kernel.view(n * c, 1, kernel_size, 1), groups=n * c)
-    return out.view(n, c, height, width)
+                   taps.view(n * c, 1, size, 1), groups=n * c)
+    return select(x, out.view(n, c, height, width), chosen)
 
 
-def gaussian_blur(
-    x: Tensor,
-    kernel_size: int,
-    sigma_range: Sequence[float],
-    p: float,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """With probability ``p`` per sample, blur with ``sigma ~ U[sigma_range]``."""
-    if p <= 0:
-        return x
-    blur = _coin(x.shape[0], p, generator, x.device).view(-1, 1, 1, 1)
-    sigma = _uniform((x.shape[0],), sigma_range[0], sigma_range[1], generator, x.device)
-    return torch.where(blur, gaussian_blur_with_sigma(x, kernel_size, sigma), x)
-
-
-def solarize(
-    x: Tensor, threshold: float, p: float, generator: torch.Generator | None = None
-) -> Tensor:
-    """With probability ``p`` per sample, invert the pixels at or above ``threshold``."""
-    if p <= 0:
-        return x
-    chosen = _coin(x.shape[0], p, generator, x.device).view(-1, 1, 1, 1)
-    return torch.where(chosen & (x >= threshold), 1.0 - x, x)
+def solarize(x: Tensor, threshold: float, chosen: Tensor) -> Tensor:
+    """Invert the pixels at or above ``threshold`` of the samples whose ``chosen`` is 1."""
+    return select(x, torch.where(x >= threshold, 1.0 - x, x), chosen)
 
 
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """Standardise each channel: ``(x - mean[c]) / std[c]``."""
-    # Python scalars travel as kernel arguments; a mean tensor built on the host would need a
-    # blocking host-to-device copy.
-    channels = [(x[:, c] - m) / s for c, (m, s) in enumerate(zip(mean, std, strict=True))]
-    return torch.stack(channels, dim=1)
+    """Standardise each channel: ``(x - mean[c]) / std[c]``, as one multiply-add."""
+    scale = channel_constant(tuple(1 / s for s in std), x.device, x.dtype)
+    shift = channel_constant(tuple(-m / s for m, s in zip(mean, std, strict=True)), x.device,
+                             x.dtype)
+    return torch.addcmul(shift, x, scale)

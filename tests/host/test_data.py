@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from swav_plugin.host.data import DataModule, InMemoryImages
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.swav.gpu_multicrop import CropDraws
 from swav_plugin.swav.multicrop import MultiCropCollate, MultiCropTransform
 from swav_plugin.zoo.datasets import digits
 
@@ -36,10 +37,10 @@ def test_gpu_augment_fetches_uint8_batches_from_memory_and_crops_after_transfer(
     data = module(digits(image_size=8), "gpu", batch_size=16)
     loader = data.train_dataloader()
     assert isinstance(loader.dataset, InMemoryImages)
-    images, labels, seeds = next(iter(loader))
+    images, labels, draws = next(iter(loader))
     assert images.dtype == torch.uint8 and images.shape == (16, 3, 8, 8)
-    assert seeds.dtype == torch.int64 and seeds.shape == (16,)
-    groups, same_labels = data.on_after_batch_transfer((images, labels), 0)
+    assert isinstance(draws, CropDraws) and draws.rois.shape == (16 * 4, 5)
+    groups, same_labels = data.on_after_batch_transfer((images, labels, draws), 0)
     assert same_labels is labels
     cpu_groups, _ = next(iter(module(digits(image_size=8), "cpu", 16).train_dataloader()))
     assert [g.shape for g in groups] == [g.shape for g in cpu_groups]
@@ -57,8 +58,9 @@ def test_gpu_augment_batch_equals_the_indexed_samples():
 
 def test_gpu_augment_prepares_images_of_any_size_per_sample():
     data = module(PILOnly(), "gpu", batch_size=3)
-    images, labels, seeds = next(iter(data.train_dataloader()))
+    images, labels, draws = next(iter(data.train_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (3, 3, 9, 9)  # load 8 × 8/7 = 9
+    assert draws.rois[:, 1:].max() <= 9
 
 
 def test_cpu_augment_keeps_the_per_image_transform():
@@ -88,12 +90,14 @@ def test_workers_outlive_the_stop_signals_a_scheduler_sends_the_whole_job():
     # would abort the run while the checkpoint is being written
     data = DataModule(digits(image_size=8), MultiCropTransform(crops=CROPS), MultiCropCollate(),
                       batch_size=4, num_workers=1, pin_memory=False)
-    batches = iter(data.train_dataloader())
+    loader = data.train_dataloader()
+    batches = iter(loader)
     next(batches)
-    for worker in batches._workers:
+    workers = loader._iterator._workers  # persistent workers: the loader keeps its iterator
+    for worker in workers:
         os.kill(worker.pid, signal.SIGTERM)
         os.kill(worker.pid, signal.SIGUSR1)
     time.sleep(0.5)
-    assert all(worker.is_alive() for worker in batches._workers)
+    assert all(worker.is_alive() for worker in workers)
     for _ in range(3):
         next(batches)

@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from swav_plugin.swav.multicrop import MultiCropCollate, MultiCropTransform
+from swav_plugin.zoo import batch_augment as A
 
 CIFAR_CROPS = [
     {"size": 32, "count": 2, "scale": (0.14, 1.0)},
@@ -35,6 +36,12 @@ def ks_statistic(a, b):
                   - np.searchsorted(b, grid, "right") / len(b)).max()
 
 
+def augment(gpu, images, seed=0):
+    """Draw for ``images`` as a worker does, then apply the draws."""
+    batch, _, height, width = images.shape
+    return gpu(images, gpu.draw(batch, height, width, torch.Generator().manual_seed(seed)))
+
+
 def cpu_batch(transform, images):
     samples = [(transform(Image.fromarray(im)), 0) for im in images]
     return MultiCropCollate()(samples)[0]
@@ -45,7 +52,7 @@ def test_same_structure_as_the_cpu_pipeline():
                                                          "scale": (0.05, 0.3)}])
     images = smooth_images(5)
     cpu = cpu_batch(transform, images)
-    gpu = transform.batch_augmentation()(torch.from_numpy(images).permute(0, 3, 1, 2))
+    gpu = augment(transform.batch_augmentation(), torch.from_numpy(images).permute(0, 3, 1, 2))
     # equal-sized groups in a row are merged, as the collate does
     assert [g.shape for g in gpu] == [g.shape for g in cpu] == [(10, 3, 32, 32), (25, 3, 16, 16)]
     assert all(g.dtype == torch.float32 for g in gpu)
@@ -61,9 +68,7 @@ def test_crop_statistics_match_the_cpu_pipeline(statistic):
                                    saturation=0.2, hue=0.1, blur_prob=0.0)
     images = smooth_images(800)
     cpu = cpu_batch(transform, images)
-    generator = torch.Generator().manual_seed(0)
-    gpu = transform.batch_augmentation()(torch.from_numpy(images).permute(0, 3, 1, 2),
-                                         generator)
+    gpu = augment(transform.batch_augmentation(), torch.from_numpy(images).permute(0, 3, 1, 2))
     for c, g in zip(cpu, gpu, strict=True):
         a = getattr(c.flatten(1), statistic)(1).numpy()
         b = getattr(g.flatten(1), statistic)(1).numpy()
@@ -75,7 +80,7 @@ def test_flip_and_grayscale_rates_follow_the_recipe():
                                    hflip_prob=0.5, color_jitter_prob=0.0, grayscale_prob=0.2,
                                    blur_prob=0.0, mean=(0, 0, 0), std=(1, 1, 1))
     images = torch.from_numpy(smooth_images(2000, size=16)).permute(0, 3, 1, 2)
-    out = transform.batch_augmentation()(images, torch.Generator().manual_seed(1))[0]
+    out = augment(transform.batch_augmentation(), images, seed=1)[0]
     original = images.float() / 255
     grey = (out[:, 0] == out[:, 1]).flatten(1).all(1) & (out[:, 1] == out[:, 2]).flatten(1).all(1)
     luma = torch.tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -84,11 +89,11 @@ def test_flip_and_grayscale_rates_follow_the_recipe():
     assert abs(flipped.float().mean().item() - 0.5) < 4 * (0.25 / 2000) ** 0.5
 
 
-def test_deterministic_under_a_seeded_generator():
+def test_deterministic_under_seeded_draws():
     transform = MultiCropTransform(crops=CIFAR_CROPS)
     images = torch.from_numpy(smooth_images(4)).permute(0, 3, 1, 2)
     gpu = transform.batch_augmentation()
-    runs = [gpu(images, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    runs = [augment(gpu, images, s) for s in (3, 3, 4)]
     assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1], strict=True))
     assert not torch.equal(runs[0][0], runs[2][0])
 
@@ -96,8 +101,28 @@ def test_deterministic_under_a_seeded_generator():
 def test_never_reads_tensor_values_on_the_host():
     # meta tensors hold no values: any device-to-host read raises
     gpu = MultiCropTransform(crops=CIFAR_CROPS, solarize_prob=0.2).batch_augmentation()
-    out = gpu(torch.empty(4, 3, 32, 32, dtype=torch.uint8, device="meta"))
+    draws = gpu.draw(4, 32, 32, torch.Generator().manual_seed(0)).to("meta")
+    out = gpu(torch.empty(4, 3, 32, 32, dtype=torch.uint8, device="meta"), draws)
     assert [tuple(g.shape) for g in out] == [(8, 3, 32, 32), (16, 3, 16, 16)]
+
+
+def test_augmentations_left_off_by_the_recipe_leave_plain_crops():
+    transform = MultiCropTransform(crops=[{"size": 16, "count": 2, "scale": (0.3, 1.0)}],
+                                   hflip_prob=0.0, color_jitter_prob=0.0, grayscale_prob=0.0,
+                                   blur_prob=0.0, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    gpu = transform.batch_augmentation()
+    images = torch.from_numpy(smooth_images(6)).permute(0, 3, 1, 2)
+    draws = gpu.draw(6, 32, 32, torch.Generator().manual_seed(0))
+    assert draws.kernels == [None]
+    crops = A.crop_resize(images.float() / 255, draws.rois, 16)
+    torch.testing.assert_close(gpu(images, draws)[0], (crops - 0.5) / 0.25, atol=1e-5, rtol=0)
+
+
+def test_draws_for_another_batch_are_refused():
+    gpu = MultiCropTransform(crops=CIFAR_CROPS).batch_augmentation()
+    draws = gpu.draw(4, 32, 32, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="the draws are for 24 crops, but a batch of 2"):
+        gpu(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), draws)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "RGB"])
@@ -112,5 +137,6 @@ def test_prepare_makes_fixed_size_uint8_from_any_image(mode):
 
 def test_rejects_float_input():
     gpu = MultiCropTransform(crops=CIFAR_CROPS).batch_augmentation()
+    draws = gpu.draw(2, 32, 32, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="uint8"):
-        gpu(torch.rand(2, 3, 32, 32))
+        gpu(torch.rand(2, 3, 32, 32), draws)

@@ -135,11 +135,15 @@ def test_impossible_scale_falls_back_to_torchvision_centre_crop(height, width):
 # --- crop_resize -----------------------------------------------------------------------------
 
 
+def _crop(images, boxes, image_index, size):
+    return ba.crop_resize(images, ba.crop_rois(boxes, image_index), size)
+
+
 def test_full_image_box_at_native_size_reproduces_the_image():
     for size in (9, 32):
         images = torch.rand(3, 3, size, size, generator=_gen(size))
         boxes = torch.tensor([[0.0, 0.0, size, size]]).expand(3, 4)
-        out = ba.crop_resize(images, boxes, torch.arange(3), size)
+        out = _crop(images, boxes, torch.arange(3), size)
         torch.testing.assert_close(out, images, atol=1e-5, rtol=0)
 
 
@@ -147,7 +151,7 @@ def test_sub_rectangle_at_native_size_equals_slicing():
     images = torch.rand(2, 3, 20, 16, generator=_gen(0))
     boxes = torch.tensor([[3.0, 5.0, 10.0, 12.0], [9.0, 0.0, 16.0, 7.0], [0.0, 13.0, 7.0, 20.0]])
     batch_index = torch.tensor([1, 0, 1])
-    out = ba.crop_resize(images, boxes, batch_index, 7)
+    out = _crop(images, boxes, batch_index, 7)
     expected = torch.stack([images[1, :, 5:12, 3:10], images[0, :, 0:7, 9:16],
                             images[1, :, 13:20, 0:7]])
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
@@ -155,17 +159,17 @@ def test_sub_rectangle_at_native_size_equals_slicing():
 
 def test_downscaling_averages_areas():
     constant = torch.full((1, 3, 30, 30), 0.37)
-    out = ba.crop_resize(constant, torch.tensor([[2.0, 1.0, 29.0, 27.0]]), torch.tensor([0]), 4)
+    out = _crop(constant, torch.tensor([[2.0, 1.0, 29.0, 27.0]]), torch.tensor([0]), 4)
     torch.testing.assert_close(out, torch.full_like(out, 0.37), atol=1e-6, rtol=0)
     # an integer factor samples exactly the pixel centres of each block: average pooling
     images = torch.rand(2, 3, 16, 16, generator=_gen(0))
-    out = ba.crop_resize(images, torch.tensor([[0.0, 0.0, 16.0, 16.0]] * 2), torch.arange(2), 8)
+    out = _crop(images, torch.tensor([[0.0, 0.0, 16.0, 16.0]] * 2), torch.arange(2), 8)
     torch.testing.assert_close(out, F.avg_pool2d(images, 2), atol=1e-6, rtol=0)
 
 
 def test_upscaling_is_bilinear_interpolation():
     images = torch.rand(2, 3, 6, 6, generator=_gen(0))
-    out = ba.crop_resize(images, torch.tensor([[0.0, 0.0, 6.0, 6.0]] * 2), torch.arange(2), 15)
+    out = _crop(images, torch.tensor([[0.0, 0.0, 6.0, 6.0]] * 2), torch.arange(2), 15)
     expected = F.interpolate(images, size=(15, 15), mode="bilinear", align_corners=False)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
@@ -173,9 +177,19 @@ def test_upscaling_is_bilinear_interpolation():
 # --- flip, grayscale, solarize, normalize ----------------------------------------------------
 
 
+def _chosen(n, p, seed):
+    return ba.per_sample(ba.coin(n, p, generator=_gen(seed)))
+
+
+def test_coin_is_zero_or_one_at_the_rate():
+    weights = ba.coin(4000, 0.3, generator=_gen(0))
+    assert set(weights.unique().tolist()) == {0.0, 1.0}
+    _assert_rate(weights.bool(), 0.3)
+
+
 def test_horizontal_flip_rate_and_values():
     x = torch.rand(2000, 3, 4, 5, generator=_gen(0))
-    out = ba.horizontal_flip(x, 0.3, generator=_gen(1))
+    out = ba.horizontal_flip(x, _chosen(2000, 0.3, 1))
     flipped = (out == x.flip(-1)).flatten(1).all(1)
     kept = (out == x).flatten(1).all(1)
     assert torch.equal(flipped, ~kept)  # every sample is exactly one of the two
@@ -184,7 +198,7 @@ def test_horizontal_flip_rate_and_values():
 
 def test_random_grayscale_rate_and_values():
     x = torch.rand(2000, 3, 4, 4, generator=_gen(0))
-    out = ba.random_grayscale(x, 0.2, generator=_gen(1))
+    out = ba.grayscale(x, _chosen(2000, 0.2, 1))
     gray = (out[:, 0] == out[:, 1]).flatten(1).all(1) & (out[:, 1] == out[:, 2]).flatten(1).all(1)
     kept = (out == x).flatten(1).all(1)
     assert torch.equal(gray, ~kept)
@@ -197,8 +211,8 @@ def test_solarize_matches_torchvision_at_the_chosen_rate():
     x = torch.rand(2000, 3, 4, 4, generator=_gen(0))
     x[:, :, 0, 0] = 0.25  # exactly at the threshold: torchvision inverts it (>=)
     expected = torch.stack([TF.solarize(image, 0.25) for image in x[:50]])
-    assert torch.equal(ba.solarize(x[:50], 0.25, 1.0), expected)
-    out = ba.solarize(x, 0.25, 0.2, generator=_gen(1))
+    assert torch.equal(ba.solarize(x[:50], 0.25, torch.ones(50, 1, 1, 1)), expected)
+    out = ba.solarize(x, 0.25, _chosen(2000, 0.2, 1))
     solarized = (out == TF.solarize(x, 0.25)).flatten(1).all(1)
     kept = (out == x).flatten(1).all(1)
     assert torch.equal(solarized, ~kept)
@@ -223,6 +237,14 @@ def _jitter_test_images(n: int = 48) -> torch.Tensor:
     return x
 
 
+def _as_blend(name, factor):
+    """The blend (f, a, b) of a torchvision colour op, per sample."""
+    f = ba.per_sample(factor)
+    zero = torch.zeros_like(f)
+    return {"brightness": (f, zero, zero), "contrast": (f, 1 - f, zero),
+            "saturation": (f, zero, 1 - f)}[name]
+
+
 @pytest.mark.parametrize(
     ("name", "low", "high", "atol"),
     [("brightness", 0.0, 2.0, 1e-6), ("contrast", 0.0, 2.0, 1e-6),
@@ -231,10 +253,29 @@ def _jitter_test_images(n: int = 48) -> torch.Tensor:
 def test_per_sample_colour_ops_match_torchvision(name, low, high, atol):
     x = _jitter_test_images()
     factor = low + (high - low) * torch.rand(len(x), generator=_gen(1))
-    out = getattr(ba, f"adjust_{name}")(x, factor)
+    if name == "hue":
+        out = ba.rotate_hue(x, torch.ones(len(x), 1, 1, 1), ba.per_sample(6 * factor))
+    else:
+        out = ba.blend(x, *_as_blend(name, factor))
     reference = getattr(TF, f"adjust_{name}")
     expected = torch.stack([reference(image, float(f)) for image, f in zip(x, factor, strict=True)])
     torch.testing.assert_close(out, expected, atol=atol, rtol=0)
+
+
+def test_identity_blend_and_unweighted_hue_return_the_input_exactly():
+    x = _jitter_test_images()
+    ones, zeros = torch.ones(len(x), 1, 1, 1), torch.zeros(len(x), 1, 1, 1)
+    assert torch.equal(ba.blend(x, ones, zeros, zeros), x)
+    assert torch.equal(ba.rotate_hue(x, zeros, ones), x)
+
+
+def _rows(table):
+    """(R, N) per-sample values as R tensors (N, 1, 1, 1)."""
+    return table.view(len(table), -1, 1, 1, 1).unbind(0)
+
+
+def _jitter(x, params):
+    return ba.color_jitter(x, _rows(ba.jitter_passes(params).rows()))
 
 
 def _torchvision_jitter(x: torch.Tensor, params: ba.ColorJitterParams) -> torch.Tensor:
@@ -262,18 +303,15 @@ def test_color_jitter_applies_each_sample_in_its_own_order():
     expected_count, se = len(x) / 24, math.sqrt(len(x) / 24 * 23 / 24)
     assert (counts - expected_count).abs().max() < 4 * se
     # ... and each sample follows its own: torchvision's ops applied one by one in that order
-    out = ba.apply_color_jitter(x, params)
+    out = _jitter(x, params)
     torch.testing.assert_close(out, _torchvision_jitter(x, params), atol=1e-5, rtol=0)
     # the check has teeth: forcing one shared order changes many samples
     for fixed in itertools.permutations(range(4)):
         shared = ba.ColorJitterParams(
             params.apply, torch.tensor(fixed).expand_as(params.order), params.brightness,
             params.contrast, params.saturation, params.hue)
-        differs = (ba.apply_color_jitter(x, shared) - out).abs().flatten(1).amax(1) > 1e-3
+        differs = (_jitter(x, shared) - out).abs().flatten(1).amax(1) > 1e-3
         assert differs.float().mean() > 0.3, fixed
-    # color_jitter draws exactly these params from the same generator
-    torch.testing.assert_close(ba.color_jitter(x, 0.8, 0.8, 0.8, 0.2, 0.9, generator=_gen(1)),
-                               out, atol=0, rtol=0)
     _assert_rate(params.apply, 0.9)
     untouched = ~params.apply
     assert torch.equal(out[untouched], x[untouched])
@@ -283,7 +321,7 @@ def test_disabled_jitter_ops_are_skipped():
     x = _jitter_test_images()
     params = ba.sample_color_jitter_params(len(x), 0.5, 0, 0, 0, 1.0, generator=_gen(3))
     assert params.contrast is None and params.saturation is None and params.hue is None
-    out = ba.color_jitter(x, 0.5, 0, 0, 0, 1.0, generator=_gen(3))
+    out = _jitter(x, params)
     expected = torch.stack([TF.adjust_brightness(image, float(f))
                             for image, f in zip(x, params.brightness, strict=True)])
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
@@ -308,7 +346,8 @@ def _colour_stats(x: torch.Tensor, source: torch.Tensor) -> dict[str, np.ndarray
 def test_color_jitter_distribution_matches_torchvision():
     images, repeats = _natural_images(8, 12, seed=0), 250
     x = images.repeat(repeats, 1, 1, 1)
-    ours = _colour_stats(ba.color_jitter(x, 0.8, 0.8, 0.8, 0.2, 0.8, generator=_gen(1)), x)
+    params = ba.sample_color_jitter_params(len(x), 0.8, 0.8, 0.8, 0.2, 0.8, generator=_gen(1))
+    ours = _colour_stats(_jitter(x, params), x)
     torch.manual_seed(2)
     jitter = T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8)
     theirs = _colour_stats(torch.stack([jitter(image) for image in x]), x)
@@ -330,7 +369,7 @@ def test_blur_with_sigma_matches_torchvision():
     x = torch.rand(24, 3, 11, 13, generator=_gen(0))
     sigma = 0.1 + 1.9 * torch.rand(24, generator=_gen(1))
     for kernel_size in (3, 9):
-        out = ba.gaussian_blur_with_sigma(x, kernel_size, sigma)
+        out = ba.gaussian_blur(x, ba.blur_kernels(kernel_size, sigma), torch.ones(24, 1, 1, 1))
         expected = torch.stack([TF.gaussian_blur(image, [kernel_size] * 2, [float(s)] * 2)
                                 for image, s in zip(x, sigma, strict=True)])
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
@@ -338,58 +377,62 @@ def test_blur_with_sigma_matches_torchvision():
 
 def test_random_blur_rate_and_sigma_range():
     x = torch.rand(2000, 3, 8, 8, generator=_gen(0))
-    out = ba.gaussian_blur(x, 5, (0.5, 1.5), 0.4, generator=_gen(1))
+    sigma = ba.uniform((2000,), 0.5, 1.5, generator=_gen(2))
+    out = ba.gaussian_blur(x, ba.blur_kernels(5, sigma), _chosen(2000, 0.4, 1))
     kept = (out == x).flatten(1).all(1)
     _assert_rate(~kept, 0.4)
     # more blur, less contrast: each blurred std lies between those of the extreme sigmas
     std = out.std((1, 2, 3))
-    sharpest = ba.gaussian_blur_with_sigma(x, 5, torch.full((2000,), 0.5)).std((1, 2, 3))
-    softest = ba.gaussian_blur_with_sigma(x, 5, torch.full((2000,), 1.5)).std((1, 2, 3))
+    everywhere = torch.ones(2000, 1, 1, 1)
+    sharpest = ba.gaussian_blur(x, ba.blur_kernels(5, torch.full((2000,), 0.5)), everywhere)
+    softest = ba.gaussian_blur(x, ba.blur_kernels(5, torch.full((2000,), 1.5)), everywhere)
     blurred = ~kept
-    assert (std[blurred] <= sharpest[blurred] + 1e-6).all()
-    assert (std[blurred] >= softest[blurred] - 1e-6).all()
+    assert (std[blurred] <= sharpest.std((1, 2, 3))[blurred] + 1e-6).all()
+    assert (std[blurred] >= softest.std((1, 2, 3))[blurred] - 1e-6).all()
+
+
+def test_blur_kernels_need_an_odd_size():
+    with pytest.raises(ValueError, match="odd"):
+        ba.blur_kernels(4, torch.ones(2))
 
 
 # --- cross-cutting ---------------------------------------------------------------------------
 
 
-def _pipeline(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    n = 2 * len(images)
-    boxes = ba.random_resized_crop_boxes(n, images.shape[-2], images.shape[-1], (0.14, 1.0),
-                                         generator=generator, device=images.device)
-    batch_index = torch.arange(len(images), device=images.device).repeat(2)
-    x = ba.crop_resize(images, boxes, batch_index, 8)
-    x = ba.horizontal_flip(x, 0.5, generator)
-    x = ba.color_jitter(x, 0.8, 0.8, 0.8, 0.2, 0.8, generator)
-    x = ba.random_grayscale(x, 0.2, generator)
-    x = ba.gaussian_blur(x, 3, (0.1, 2.0), 0.5, generator)
-    x = ba.solarize(x, 0.5, 0.2, generator)
+def _draws(n, height, width, generator, device=None):
+    boxes = ba.random_resized_crop_boxes(2 * n, height, width, (0.14, 1.0), generator=generator,
+                                         device=device)
+    rois = ba.crop_rois(boxes, torch.arange(n, device=boxes.device).repeat(2))
+    jitter = ba.jitter_passes(ba.sample_color_jitter_params(2 * n, 0.8, 0.8, 0.8, 0.2, 0.8,
+                                                            generator, device))
+    weights = torch.stack([ba.coin(2 * n, p, generator, device) for p in (0.5, 0.2, 0.5, 0.2)])
+    kernels = ba.blur_kernels(3, ba.uniform((2 * n,), 0.1, 2.0, generator, device))
+    return rois, jitter.rows(), weights, kernels
+
+
+def _pipeline(images, draws):
+    rois, jitter, weights, kernels = draws
+    flip, grey, blur, solar = _rows(weights)
+    x = ba.crop_resize(images, rois, 8)
+    x = ba.horizontal_flip(x, flip)
+    x = ba.color_jitter(x, _rows(jitter))
+    x = ba.grayscale(x, grey)
+    x = ba.gaussian_blur(x, kernels, blur)
+    x = ba.solarize(x, 0.5, solar)
     return ba.normalize(x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def test_seeded_generator_makes_the_pipeline_deterministic():
+def test_seeded_draws_make_the_pipeline_deterministic():
     images = torch.rand(16, 3, 16, 16, generator=_gen(0))
-    first, again = _pipeline(images, _gen(5)), _pipeline(images, _gen(5))
+    first = _pipeline(images, _draws(16, 16, 16, _gen(5)))
+    again = _pipeline(images, _draws(16, 16, 16, _gen(5)))
     assert torch.equal(first, again)
-    other = _pipeline(images, _gen(6))
+    other = _pipeline(images, _draws(16, 16, 16, _gen(6)))
     assert not torch.allclose(first, other)
-
-
-def test_zero_probability_returns_the_input_without_drawing():
-    x = torch.rand(4, 3, 6, 6, generator=_gen(0))
-    g = _gen(0)
-    state = g.get_state()
-    assert ba.horizontal_flip(x, 0.0, g) is x
-    assert ba.random_grayscale(x, 0.0, g) is x
-    assert ba.color_jitter(x, 0.8, 0.8, 0.8, 0.2, 0.0, g) is x
-    assert ba.color_jitter(x, 0, 0, 0, 0, 1.0, g) is x
-    assert ba.gaussian_blur(x, 3, (0.1, 2.0), 0.0, g) is x
-    assert ba.solarize(x, 0.5, 0.0, g) is x
-    assert torch.equal(g.get_state(), state)
 
 
 def test_pipeline_never_reads_tensor_values_on_the_host():
     # Meta tensors carry no data: .item(), .tolist(), python branching on a tensor, boolean
     # indexing and nonzero all raise, so running on them proves the ops never sync.
     images = torch.empty(4, 3, 16, 16, device="meta")
-    assert _pipeline(images, None).shape == (8, 3, 8, 8)
+    assert _pipeline(images, _draws(4, 16, 16, None, "meta")).shape == (8, 3, 8, 8)
