@@ -4,6 +4,7 @@ Nothing here knows about SwAV; methods enter only through the registries, normal
 plugin's entry point (see :mod:`swav_plugin.host.plugins`).
 """
 
+from swav_plugin.host.device_reads import DeviceReadCounter
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import build_component, load_recipe, resolve
@@ -34,6 +35,7 @@ __all__ = [
     "REGISTRIES",
     "TRANSFORMS",
     "ConfigError",
+    "DeviceReadCounter",
     "Registry",
     "build",
     "build_component",

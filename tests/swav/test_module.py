@@ -1,8 +1,6 @@
 import copy
 import csv
 import math
-import os
-import sys
 import warnings
 
 import pytest
@@ -205,51 +203,6 @@ def test_usable_from_plain_python_without_the_runner():
                          enable_model_summary=False)
     trainer.fit(method, train_dataloaders=loader)
     assert trainer.global_step == 2
-
-
-class DeviceReadCounter(pl.Callback):
-    """Counts device-to-host reads (``.item()``, ``bool(t)``, ...) made by this package's code
-    during training steps after the first: each one stalls a GPU step until the device is idle."""
-
-    READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
-
-    def __init__(self):
-        self.calls, self.active, self.originals = [], False, {}
-
-    def on_fit_start(self, trainer, pl_module):
-        for name in self.READS:
-            original = getattr(torch.Tensor, name)
-            self.originals[name] = original
-
-            def read(tensor, *args, _name=name, _original=original):
-                caller = sys._getframe(1).f_code.co_filename
-                if self.active and f"swav_plugin{os.sep}" in caller:
-                    self.calls.append((_name, caller))
-                return _original(tensor, *args)
-
-            setattr(torch.Tensor, name, read)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.active = trainer.global_step > 0  # step 0 checks unit norms once, on purpose
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.active = False
-
-    def on_fit_end(self, trainer, pl_module):
-        for name, original in self.originals.items():
-            setattr(torch.Tensor, name, original)
-
-
-def test_training_step_reads_nothing_back_from_the_device(tiny_recipe):
-    # logging every step, queue filled in steps 0-1 and in use from step 2
-    counter = DeviceReadCounter()
-    recipe = resolved(tiny_recipe, trainer__limit_train_batches=3, trainer__max_epochs=2,
-                      method__queue__length=64, method__queue__start_epoch=0)
-    try:
-        fit(recipe, counter)
-    finally:
-        counter.on_fit_end(None, None)
-    assert counter.calls == []
 
 
 def test_channels_last_backbone_trains_like_the_contiguous_one(tiny_recipe):
