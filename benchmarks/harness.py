@@ -1,5 +1,7 @@
-"""Shared timing harness of the training benchmarks: run a LightningModule for a fixed number
-of steps and measure images/s after a warm-up, the peak memory and the data wait."""
+"""Shared parts of the training benchmarks: run a LightningModule for a fixed number of steps
+and measure images/s after a warm-up, the peak memory and the data wait; random in-memory
+data of a data set's shape (no data set can be downloaded here, and pixel values do not change
+the cost)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from swav_plugin.host.data_wait import DataWaitMonitor
+from swav_plugin.host.registry import DATASETS
+from swav_plugin.zoo.datasets import ImageArrayDataset
+
+#: Image side of the data sets that are held in memory.
+NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "stl10": 96}
+
+
+@DATASETS.register("benchmark_random_uint8")
+class RandomUint8(ImageArrayDataset):
+    """``num_samples`` random ``uint8`` RGB images of ``size`` px, held in memory (label 0)."""
+
+    def __init__(self, num_samples: int, size: int, seed: int = 0) -> None:
+        pixels = np.random.default_rng(seed).integers(0, 256, (num_samples, size, size, 3),
+                                                      dtype=np.uint8)
+        super().__init__(pixels, np.zeros(num_samples, dtype=np.int64), ["random"])
 
 
 def pick_device(name: str) -> str:

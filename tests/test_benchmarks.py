@@ -1,4 +1,5 @@
-"""The benchmark scripts run (at toy sizes) and report what they claim to."""
+"""Every benchmark runs (at toy sizes, through ``benchmarks/report.py --toy``) and reports what
+it claims to; the device-operation budget of the CIFAR-10 recipe's augmentation holds."""
 
 import json
 import subprocess
@@ -10,62 +11,89 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_knn_scale_benchmark_reports_time_and_memory(tmp_path):
-    out = tmp_path / "knn.json"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/knn_scale.py", "--bank", "3000", "--dim", "16",
-         "--queries", "100", "--k", "10", "--device", "cpu", "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(out.read_text())
-    assert [r["backend"] for r in rows] == ["faiss", "torch"]
-    for row in rows:
-        assert row["seconds"] > 0 and row["peak_rss_gib"] > 0
-        assert row["seconds_for_50k_queries"] == row["seconds"] * 500
-    assert "(extrapolated)" in proc.stdout
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    proc = subprocess.run([sys.executable, "benchmarks/report.py", "--toy", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
 
 
-def run_script(args, tmp_path, timeout=600):
-    out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, *args, "--output", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc.stdout
+def result(report, name):
+    entry = report[0]["benchmarks"][name]
+    assert entry["exit_status"] == 0 and entry["result"] is not None, entry["stderr_tail"]
+    return entry["result"]
 
 
-def test_sinkhorn_benchmark_reports_time_and_error_of_both(tmp_path):
-    result, stdout = run_script(["benchmarks/sinkhorn.py", "--device", "cpu", "--repeats", "2",
-                                 "--sizes", "64x30", "128x50"], tmp_path)
-    rows = result["rows"]
+@pytest.mark.slow
+def test_report_runs_every_benchmark_and_writes_its_tables(report):
+    data, md = report
+    assert set(data["benchmarks"]) == {"augment_ops", "device_reads", "guard_overhead",
+                                       "throughput", "sinkhorn", "step_resnet50", "knn_scale"}
+    assert data["toy"] and data["machine"]["commit"]
+    for name in data["benchmarks"]:
+        assert f"## {name}" in md
+    assert "it/s" not in md  # the training progress bars are left out
+
+
+@pytest.mark.slow
+def test_cifar10_augmentation_stays_within_its_device_operation_budget(report):
+    (row,) = result(report, "augment_ops")["rows"]
+    assert row["recipe"] == "cifar10.yaml" and row["device_ops_budget"] == 150
+    assert 0 < row["device_ops"] <= 150
+    assert row["worker_ops"] > 0 and row["device_ms"] > 0
+
+
+@pytest.mark.slow
+def test_device_reads_only_on_logging_steps(report):
+    rows = result(report, "device_reads")["rows"]
+    assert rows["other"]["steps"] > 0 and rows["other"]["max_reads"] == 0
+    assert rows["logging"]["steps"] == 3 and rows["logging"]["reads_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_guard_overhead_counts_both_guards(report):
+    meta, cpu = result(report, "guard_overhead")["rows"]
+    assert meta["device"] == "meta" and meta["guard"]["aten_ops"] < meta["per_tensor"]["aten_ops"]
+    assert cpu["guard"]["ms_per_step"] > 0 and cpu["per_tensor"]["ms_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_throughput_runs_every_arm_and_reports_the_ratios(report):
+    found = result(report, "throughput")
+    runs = found["runs"]
+    assert set(runs) == {"ours", "lightly", "lightly_channels_last", "ceiling"}
+    assert all(r["images_per_s"] > 0 and r["peak_gib"] > 0 for r in runs.values())
+    assert found["ours_over_lightly"] == pytest.approx(
+        runs["ours"]["images_per_s"] / runs["lightly"]["images_per_s"])
+    assert "a/b (ours / lightly)" in report[1]
+
+
+@pytest.mark.slow
+def test_sinkhorn_reports_time_and_error_of_both(report):
+    rows = result(report, "sinkhorn")["rows"]
     assert [(r["size"], r["implementation"]) for r in rows] == [
         ("64x30", "ours"), ("64x30", "lightly"), ("128x50", "ours"), ("128x50", "lightly")]
     for r in rows:
         assert r["ms"] > 0 and r["max_abs_error_vs_float64"] < 1e-5
     assert all(r["finite_half_precision"] == {"float16": True, "bfloat16": True}
                for r in rows if r["implementation"] == "ours")
-    assert "| 64x30 | ours |" in stdout
+    assert "| 64x30 | ours |" in report[1]
 
 
 @pytest.mark.slow
-def test_throughput_benchmark_runs_all_three_and_reports_the_ratios(tmp_path):
-    result, stdout = run_script(
-        ["benchmarks/throughput.py", "--device", "cpu", "--batch-size", "8", "--prototypes", "8",
-         "--steps", "3", "--warmup", "1", "--repeats", "1", "--workers", "0", "--images", "16",
-         "--crop-size", "16", "--precision", "32"], tmp_path)
-    runs = result["runs"]
-    assert set(runs) == {"ours", "lightly", "ceiling"}
-    assert all(r["images_per_s"] > 0 and r["peak_gib"] > 0 for r in runs.values())
-    assert result["ours_over_lightly"] == pytest.approx(
-        runs["ours"]["images_per_s"] / runs["lightly"]["images_per_s"])
-    assert "a/b (ours / lightly)" in stdout
+def test_resnet50_step_counts_flops(report):
+    found = result(report, "step_resnet50")
+    assert found["flops_per_step"] > 0 and found["images_per_s"] > 0
+    assert "MFU:" in report[1] and "n/a" not in report[1]
 
 
 @pytest.mark.slow
-def test_resnet50_step_benchmark_counts_flops(tmp_path):
-    result, stdout = run_script(
-        ["benchmarks/step_resnet50.py", "--device", "cpu", "--batch-size", "1", "--steps", "2",
-         "--warmup", "1", "--global-size", "32", "--local-size", "16", "--local-crops", "2",
-         "--precision", "32", "--peak-tflops", "1.0"], tmp_path)
-    assert result["flops_per_step"] > 0 and result["images_per_s"] > 0
-    assert "MFU:" in stdout and "n/a" not in stdout
+def test_knn_scale_reports_time_and_memory(report):
+    rows = result(report, "knn_scale")
+    assert [r["backend"] for r in rows] == ["faiss", "torch"]
+    for row in rows:
+        assert row["seconds"] > 0 and row["peak_rss_gib"] > 0
+        assert row["seconds_for_50k_queries"] == row["seconds"] * 500
+    assert "(extrapolated)" in report[1]
