@@ -49,9 +49,10 @@ def plan_of(recipe):
     world = launch_world_size(trainer)
     # DistributedSampler: each rank gets ceil(N / world) samples; the last batch is dropped.
     per_rank = math.ceil(DATASET_SIZES[data["dataset"]["name"]] / world)
+    steps_per_epoch = per_rank // data["batch_size"]
     return TrainingPlan.derive(
-        batch_size=data["batch_size"], world_size=world,
-        steps_per_epoch=per_rank // data["batch_size"], max_epochs=trainer["max_epochs"],
+        batch_size=data["batch_size"], world_size=world, steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * trainer["max_epochs"],
         lr=method["lr"], lr_batch_size=method["lr_batch_size"],
         warmup_epochs=method["warmup_epochs"],
     ), world

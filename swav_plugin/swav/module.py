@@ -51,14 +51,13 @@ class TrainingPlan:
         batch_size: int,
         world_size: int,
         steps_per_epoch: int,
-        max_epochs: int,
+        total_steps: int,
         lr: float,
         lr_batch_size: int,
         warmup_epochs: float,
     ) -> TrainingPlan:
         """Global batch = per-device batch × world size; lr scaled by global / ``lr_batch_size``."""
         global_batch = batch_size * world_size
-        total_steps = steps_per_epoch * max_epochs
         return cls(
             global_batch=global_batch,
             lr=lr * global_batch / lr_batch_size,
@@ -250,19 +249,22 @@ class SwAV(pl.LightningModule):
     # -- optimisation -----------------------------------------------------------------
 
     def training_plan(self) -> TrainingPlan:
-        """Global batch, scaled learning rate and step counts of this run."""
+        """Global batch, scaled learning rate and step counts of this run (the total honours
+        ``trainer.max_steps`` as well as ``trainer.max_epochs``)."""
         total_steps = int(self.trainer.estimated_stepping_batches)  # loads the train loader
         datamodule = getattr(self.trainer, "datamodule", None)
         batch_size = getattr(datamodule, "batch_size", None)
         if batch_size is None:
             batch_size = self.trainer.train_dataloader.batch_size
-        max_epochs = max(1, self.trainer.max_epochs or 1)
+        per_epoch = self.trainer.num_training_batches
+        if not math.isfinite(per_epoch):  # a loader without a length: epochs of the total
+            per_epoch = total_steps // max(1, self.trainer.max_epochs or 1)
         hp = self.hparams
         return TrainingPlan.derive(
             batch_size=batch_size,
             world_size=self.world_size,
-            steps_per_epoch=max(1, total_steps // max_epochs),
-            max_epochs=max_epochs,
+            steps_per_epoch=max(1, int(per_epoch)),
+            total_steps=total_steps,
             lr=hp.lr,
             lr_batch_size=hp.lr_batch_size,
             warmup_epochs=hp.warmup_epochs,

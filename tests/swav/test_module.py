@@ -91,6 +91,21 @@ def test_learning_rate_scaled_with_global_batch_and_warmed_up(tiny_recipe):
     assert recorder.lrs[3] == pytest.approx(peak * (0.001 + 0.999 * (1 + math.cos(math.pi)) / 2))
 
 
+def test_max_steps_shortens_the_schedule_and_keeps_the_warm_up_in_epochs(tiny_recipe):
+    # 4 batches an epoch, 3 epochs, but 6 steps: the cosine ends at step 6, not 12
+    recorder = PrototypeRecorder()
+    recipe = resolved(tiny_recipe, method__lr=0.4, method__lr_batch_size=32,
+                      method__warmup_epochs=0.5, trainer__limit_train_batches=4,
+                      trainer__max_epochs=3, trainer__max_steps=6)
+    method, _ = fit(recipe, recorder)
+    plan = method.training_plan()
+    assert (plan.steps_per_epoch, plan.total_steps, plan.warmup_steps) == (4, 6, 2)
+    # the cosine runs over steps 2-5 and ends at the last one, step 5
+    assert recorder.lrs[1] == pytest.approx(0.4)
+    assert recorder.lrs[3] == pytest.approx(0.4 * (0.001 + 0.999 * (1 + math.cos(math.pi / 3)) / 2))
+    assert recorder.lrs[5] == pytest.approx(0.4 * 0.001)
+
+
 def test_the_official_optimiser_decays_and_adapts_every_parameter(tiny_recipe):
     method, _ = fit(resolved(tiny_recipe, trainer__limit_train_batches=1))
     optimizer = method.trainer.optimizers[0]
