@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from aten_ops import AtenOps
 from harness import NATIVE_SIZE, pick_device, synchronize
+from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import build_component, load_recipe
@@ -65,7 +66,7 @@ def measure(path: Path, device: str, repeats: int) -> dict[str, Any]:
     def draw() -> Any:
         return augmentation.draw(batch, size, size, generator)
 
-    draws = draw().to(device)
+    draws = move_data_to_device(draw(), device)  # as Lightning moves a batch
     augmentation(images, draws)  # warm-up
     with AtenOps() as on_worker:
         draw()

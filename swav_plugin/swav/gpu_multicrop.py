@@ -53,16 +53,15 @@ class CropDraws(NamedTuple):
     ``rois`` (C, 5): the source image and box of every crop, group after group, crop-major;
     ``params`` (ROWS, C, 1, 1, 1): per crop, the weights (0 or 1) and values of each
     augmentation; ``kernels``: per group, the crops' blur kernels (C_g, k), or ``None``.
+
+    A plain named tuple, without a ``to`` method of its own: the DataLoader pins its tensors
+    and Lightning moves each with ``non_blocking=True`` (an object with a ``to`` method it
+    would move by calling that, without, which blocks until the device is idle).
     """
 
     rois: Tensor
     params: Tensor
     kernels: list[Tensor | None]
-
-    def to(self, device: torch.device | str) -> CropDraws:
-        """The draws on ``device``."""
-        kernels = [None if k is None else k.to(device) for k in self.kernels]
-        return CropDraws(self.rois.to(device), self.params.to(device), kernels)
 
 
 class GPUMultiCrop:

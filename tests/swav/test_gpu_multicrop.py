@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from lightning_fabric.utilities.apply_func import move_data_to_device
 from PIL import Image
 
+from swav_plugin.swav.gpu_multicrop import CropDraws
 from swav_plugin.swav.multicrop import MultiCropCollate, MultiCropTransform
 from swav_plugin.zoo import batch_augment as A
 
@@ -101,9 +103,27 @@ def test_deterministic_under_seeded_draws():
 def test_never_reads_tensor_values_on_the_host():
     # meta tensors hold no values: any device-to-host read raises
     gpu = MultiCropTransform(crops=CIFAR_CROPS, solarize_prob=0.2).batch_augmentation()
-    draws = gpu.draw(4, 32, 32, torch.Generator().manual_seed(0)).to("meta")
+    draws = move_data_to_device(gpu.draw(4, 32, 32, torch.Generator().manual_seed(0)), "meta")
     out = gpu(torch.empty(4, 3, 32, 32, dtype=torch.uint8, device="meta"), draws)
     assert [tuple(g.shape) for g in out] == [(8, 3, 32, 32), (16, 3, 16, 16)]
+
+
+def test_lightning_moves_every_draw_without_blocking(monkeypatch):
+    # A copy to the GPU with non_blocking=False waits for the device to be idle: each of the
+    # draws' tensors must reach the device as Lightning moves plain tensors, non-blocking.
+    gpu = MultiCropTransform(crops=CIFAR_CROPS, blur_prob=0.5).batch_augmentation()
+    draws = gpu.draw(4, 32, 32, torch.Generator().manual_seed(0))
+    calls = []
+    to = torch.Tensor.to
+
+    def recording_to(tensor, *args, **kwargs):
+        calls.append(kwargs.get("non_blocking", False))
+        return to(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", recording_to)
+    moved = move_data_to_device(draws, torch.device("meta"))  # like cuda: not a blocking type
+    assert isinstance(moved, CropDraws) and moved.params.device.type == "meta"
+    assert calls == [True] * (2 + len(draws.kernels))
 
 
 def test_augmentations_left_off_by_the_recipe_leave_plain_crops():
