@@ -9,9 +9,10 @@ optimiser, logging interval and checkpoints) with
 the logging steps, the checkpoint steps and all other steps, with their commonest sources.
 Recipes whose data set must be downloaded train on random images of its shape instead. On a
 CPU every tensor is a host tensor: the loading runs in worker processes (at least one), where
-nothing is counted. With ``--sync-debug`` on a GPU, every step that neither logs, checkpoints
-nor ends an epoch runs under ``torch.cuda.set_sync_debug_mode("error")``: any operation that
-waits for the device there (a read, a blocking copy) fails the run.
+nothing is counted. With ``--sync-debug`` on a GPU, every step after the first that neither
+logs, checkpoints nor ends an epoch runs under ``torch.cuda.set_sync_debug_mode("error")``: any
+operation that waits for the device there (a read, also inside a C++ operation, or a blocking
+copy) fails the run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from harness import NATIVE_SIZE, pick_device
 
 from swav_plugin.host.device_reads import DeviceReadCounter
 from swav_plugin.host.plugins import load_plugins
+from swav_plugin.host.read_steps import DEFAULT_INTERVAL
 from swav_plugin.host.recipe import load_recipe
 from swav_plugin.host.runner import run
 
@@ -45,7 +47,7 @@ class SyncDebug(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         done = trainer.global_step + 1  # counting the step about to run
-        reads = (done % self.log_every == 0 or batch_idx + 1 == self.batches
+        reads = (done == 1 or done % self.log_every == 0 or batch_idx + 1 == self.batches
                  or bool(self.checkpoint_every) and done % self.checkpoint_every == 0)
         torch.cuda.set_sync_debug_mode(0 if reads else "error")
 
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe["run"].update(output_dir=tmp, resume=False)
         if args.sync_debug:
             batches = data["dataset"].get("num_samples", 0) // data["batch_size"] or 10**9
-            callbacks.append(SyncDebug(trainer.get("log_every_n_steps", 50),
+            callbacks.append(SyncDebug(trainer.get("log_every_n_steps", 50) or DEFAULT_INTERVAL,
                                        recipe["run"].get("checkpoint_every_n_steps"), batches))
         done = run(recipe, extra_callbacks=callbacks)
     kinds = counter.step_kinds(done.global_step)

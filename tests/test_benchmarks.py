@@ -48,6 +48,7 @@ def test_cifar10_augmentation_stays_within_its_device_operation_budget(report):
 @pytest.mark.slow
 def test_device_reads_only_on_logging_steps(report):
     rows = result(report, "device_reads")["rows"]
+    assert rows["first"]["steps"] == 1
     assert rows["other"]["steps"] > 0 and rows["other"]["max_reads"] == 0
     assert rows["logging"]["steps"] == 3 and rows["logging"]["reads_per_step"] > 0
 

@@ -1,18 +1,22 @@
-"""Find what makes a training step wait for the device: every host read of a tensor's value.
+"""Find what makes a training step wait for the device: the host reads of tensor values.
 
 ``.item()``, ``bool(t)``, ``int(t)``, ``float(t)``, ``.tolist()``, ``.cpu()``, ``.numpy()`` and
-indexing with a tensor (``__index__``) copy a value to the host, and on a GPU each waits until
-the device has run everything queued before it: one such read per step makes every step
-synchronous. :class:`DeviceReadCounter` counts them from any module (the method, Lightning,
-lightly, torch) by the optimizer step they happen in, from the start of a step's batch to
-the start of the next (so Lightning's own work after the step hooks is included; epoch ends
-are left out), with the file and line that asked. List it in a recipe to check a run::
+``operator.index(t)`` copy a value to the host, and on a GPU each waits until the device has
+run everything queued before it: one such read per step makes every step synchronous.
+:class:`DeviceReadCounter` counts them from any module (the method, Lightning, lightly, torch)
+by the optimizer step they happen in, from the start of a step's batch to the start of the
+next (so Lightning's own work after the step hooks is included; epoch ends are left out),
+with the file and line that asked. List it in a recipe to check a run::
 
     callbacks:
       - {name: device_read_counter}
 
-On a CPU every tensor is a host tensor, so reads that would not stall a GPU are counted too
-(e.g. of the CPU tensors a data loader makes in the main process with ``num_workers: 0``).
+It sees the reads made through these Python methods only. A wait inside a C++ operation
+(``torch.allclose``, ``torch.equal``, boolean-mask indexing, ``nonzero``, a blocking copy to
+or from the GPU) is not counted: on a GPU, ``torch.cuda.set_sync_debug_mode("error")`` is the
+complete check (``benchmarks/device_reads.py --sync-debug``). On a CPU every tensor is a host
+tensor, so reads that would not stall a GPU are counted too (e.g. of the CPU tensors a data
+loader makes in the main process with ``num_workers: 0``).
 """
 
 from __future__ import annotations
@@ -35,9 +39,14 @@ READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu
 _TENSOR_FILE = f"torch{os.sep}_tensor.py"
 
 
-def _caller() -> str:
-    """``path:line`` of the innermost frame outside this module and torch's tensor class."""
-    for frame in reversed(traceback.extract_stack()[:-2]):
+def _caller() -> str | None:
+    """``path:line`` of the innermost frame outside this module and torch's tensor class;
+    ``None`` inside an ``on_train_epoch_end`` hook (callbacks run it in their list order, so
+    one listed before the counter would run it while the counter still counts the step)."""
+    frames = traceback.extract_stack()[:-2]
+    if any(frame.name == "on_train_epoch_end" for frame in frames):
+        return None
+    for frame in reversed(frames):
         if not frame.filename.endswith((_TENSOR_FILE, __file__)):
             return f"{frame.filename.rpartition('site-packages' + os.sep)[2]}:{frame.lineno}"
     return "?"
@@ -68,8 +77,9 @@ class DeviceReadCounter(Callback):
 
             def read(tensor: torch.Tensor, *args: Any, _name: str = name,
                      _original: Any = original, **kwargs: Any) -> Any:
-                if self._step is not None:
-                    self.by_step[self._step].append((_name, _caller()))
+                where = _caller() if self._step is not None else None
+                if where is not None:
+                    self.by_step[self._step].append((_name, where))
                 return _original(tensor, *args, **kwargs)
 
             setattr(torch.Tensor, name, read)
@@ -112,12 +122,15 @@ class DeviceReadCounter(Callback):
         self._step = None  # the epoch's end (its checkpoint, its metrics) is not a step
 
     def step_kinds(self, steps: int) -> dict[str, list[int]]:
-        """The first ``steps`` steps by kind: ``logging`` (read steps), ``checkpoint`` (the
-        other steps that saved one) and ``other``."""
-        logging = sorted(s for s in self.read_steps if s < steps)
-        checkpoint = sorted(s for s in self.checkpoint_steps - self.read_steps if s < steps)
-        other = [s for s in range(steps) if s not in self.read_steps | self.checkpoint_steps]
-        return {"other": other, "logging": logging, "checkpoint": checkpoint}
+        """The first ``steps`` steps by kind: ``first`` (step 0, which may run one-time
+        checks), ``logging`` (read steps), ``checkpoint`` (the other steps that saved one)
+        and ``other``."""
+        logging = sorted(s for s in self.read_steps if 0 < s < steps)
+        checkpoint = sorted(s for s in self.checkpoint_steps - self.read_steps if 0 < s < steps)
+        special = {0} | self.read_steps | self.checkpoint_steps
+        other = [s for s in range(steps) if s not in special]
+        return {"first": [0][:steps], "other": other, "logging": logging,
+                "checkpoint": checkpoint}
 
     def summary(self, steps: int) -> str:
         """Reads per step of each kind of step, and the commonest sources of each."""

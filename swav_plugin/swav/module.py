@@ -140,6 +140,9 @@ class SwAV(pl.LightningModule):
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if not 0 < collapse_share <= 1:
             raise ValueError(f"collapse_share must be in (0, 1], got {collapse_share}")
+        if lars_clip and optimizer != "lars":
+            raise ValueError(f"lars_clip applies to optimizer 'lars', not {optimizer!r}; "
+                             "remove method.lars_clip or set method.optimizer: lars")
         self.save_hyperparameters(ignore=["backbone", "head", "loss", "queue"])
         self.backbone = backbone
         self.head = head
@@ -235,9 +238,11 @@ class SwAV(pl.LightningModule):
         self._checked_batch = True
 
     def _check_unit_norm(self, embeddings: Tensor) -> None:
-        for name, vectors in (("embeddings", embeddings), ("prototypes", self._prototypes())):
-            norms = vectors.detach().float().norm(dim=1)
-            if not torch.allclose(norms, torch.ones_like(norms), atol=1e-2):
+        """Once, at the first step: one read of the device for both checks."""
+        all_norms = [v.detach().float().norm(dim=1) for v in (embeddings, self._prototypes())]
+        worst = torch.stack([(n - 1).abs().max() for n in all_norms]).tolist()
+        for name, error, norms in zip(("embeddings", "prototypes"), worst, all_norms, strict=True):
+            if error > 1e-2:
                 raise ConfigError(
                     f"SwAV needs unit-norm {name} (norms range {norms.min():.3f}–"
                     f"{norms.max():.3f}); L2-normalise them in the head"

@@ -57,6 +57,8 @@ def test_steps_that_neither_log_nor_checkpoint_read_nothing(tiny_recipe, augment
     assert kinds["checkpoint"] == [4, 9]
     reads = counter.by_step
     assert {s: reads[s] for s in kinds["other"] if reads[s]} == {}
+    # the first step checks, once, that embeddings and prototypes have unit norm
+    assert [what for what, _ in reads[0]] == ["tolist"]
     # What the logging steps read: Lightning converts the logged metrics to numbers (SwAV's
     # 8, the guard's skipped count, the data wait), the bar shows the 2 losses, the guard reads
     # its streak of bad steps.
@@ -80,7 +82,6 @@ def test_the_counter_sees_lightlys_lars_read_at_every_step(tiny_recipe, monkeypa
     counter, trainer = counted_run(tiny_recipe, "cpu")
     assert isinstance(trainer.optimizers[0], LARS)
     parameters = len(list(trainer.lightning_module.parameters()))
-    for step in counter.step_kinds(trainer.global_step)["other"][1:]:
-        # (step 0: the frozen prototypes have no gradient, the zero biases one read each)
+    for step in counter.step_kinds(trainer.global_step)["other"]:
         from_lars = [w for _, w in counter.by_step[step] if "lightly/utils/lars.py" in w]
         assert len(from_lars) == 2 * parameters, len(from_lars)
