@@ -211,9 +211,12 @@ def build(
         out / "checkpoints", options.checkpoint_every_n_steps, options.keep_checkpoints
     )
     callbacks = [checkpoints, RecipeCallback(recipe, out), DataWaitMonitor(),
-                 NonFiniteGuard(options.max_nonfinite_steps), *listed, *extra_callbacks]
+                 NonFiniteGuard(options.max_nonfinite_steps)]
     if recipe["trainer"].get("enable_progress_bar", True):
+        # before the recipe's callbacks: its redraw at a batch's start belongs to the
+        # logging step before it
         callbacks.append(LoggingStepProgressBar())
+    callbacks += [*listed, *extra_callbacks]
     try:
         trainer = pl.Trainer(
             **recipe["trainer"],
