@@ -8,9 +8,9 @@
   flushes it to disk and records nothing to check it against.
 - :class:`Checkpoints` saves ``step=N.ckpt`` every ``every_n_steps`` optimizer steps, at every
   epoch end and when the run is asked to stop (``SIGTERM``, or ``SIGUSR1`` as SLURM sends before
-  a time limit): then it saves at the next step boundary (under DDP: the next logging step,
-  where the ranks agree) and the process exits with :data:`PREEMPTED_EXIT`. It keeps the
-  newest ``keep`` checkpoints and points ``last.ckpt`` at the newest one.
+  a time limit): then it saves at the next step boundary (the ranks of a DDP run agree on it
+  at every step over a CPU process group) and the process exits with :data:`PREEMPTED_EXIT`.
+  It keeps the newest ``keep`` checkpoints and points ``last.ckpt`` at the newest one.
 - The global random generators of every rank go into each checkpoint and are set again when
   the run resumes (:mod:`.rng`), for methods that draw from them.
 - :func:`latest_good_checkpoint` finds where to resume: the newest checkpoint that verifies,
@@ -38,7 +38,6 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from swav_plugin.host.atomic import atomic_path, file_digest, write_atomic
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.read_steps import is_read_step
 from swav_plugin.host.rng import rng_states, set_rng_states
 
 #: Exit status of a run that stopped on a signal after saving a checkpoint (``EX_TEMPFAIL``:
@@ -270,6 +269,7 @@ class Checkpoints(Checkpoint):
         self._saved_step = -1
         self._rng_to_restore: list[dict[str, Any]] | None = None
         self._signalled = False
+        self._agreement: Any = None  # the CPU process group the ranks agree on a stop in
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # SIGTERM (preemption) and SIGUSR1 (SLURM's warning before the time limit) only set a
@@ -285,6 +285,7 @@ class Checkpoints(Checkpoint):
         for name in ("SIGTERM", "SIGUSR1"):
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), stop_at_next_step)
+        self._agreement = self._agreement_group(trainer)
         self._saved_step = trainer.global_step  # what was resumed from needs no second copy
         if trainer.is_global_zero:
             self._set_aside_later_checkpoints(trainer.global_step)
@@ -327,17 +328,32 @@ class Checkpoints(Checkpoint):
             trainer._logger_connector.update_train_step_metrics()  # see _log_epoch_row
             self.save(trainer)
 
-    def _stop_requested(self, trainer: pl.Trainer) -> bool:
-        """Whether any rank was signalled. Under DDP the ranks agree on logging steps only
-        (one all-reduce), where the host reads the logged metrics from the device anyway: an
-        agreement at every step would stall every step on a GPU."""
+    @staticmethod
+    def _agreement_group(trainer: pl.Trainer) -> Any:
+        """Under DDP, a process group on the CPU (gloo) for the per-step stop agreement: an
+        all-reduce there waits for the other ranks' hosts, never for a device. Made by every
+        rank at the same point (``on_train_start``); ``None`` on one process."""
         if trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return None
+        if torch.distributed.get_backend() == "gloo":
+            return torch.distributed.group.WORLD
+        return torch.distributed.new_group(backend="gloo")
+
+    def _stop_requested(self, trainer: pl.Trainer) -> bool:
+        """Whether any rank was signalled: one all-reduce of one number on the CPU per step
+        under DDP, so that every rank stops after the same step."""
+        if self._agreement is None:
             return self._signalled
-        if not is_read_step(trainer):
-            return False
-        flag = torch.tensor([float(self._signalled)], device=trainer.strategy.root_device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+        flag = torch.tensor([int(self._signalled)], dtype=torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX,
+                                     group=self._agreement)
+        return bool(flag[0])  # a CPU tensor: no device is waited for
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        group, self._agreement = self._agreement, None
+        if (group is not None and group is not torch.distributed.group.WORLD
+                and torch.distributed.is_initialized()):
+            torch.distributed.destroy_process_group(group)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log_epoch_row(trainer)

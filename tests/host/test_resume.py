@@ -67,15 +67,26 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     return proc.returncode, output
 
 
-def signal_after(proc: subprocess.Popen, checkpoint: Path, signum: int) -> None:
-    """Send ``signum`` to the whole run once ``checkpoint`` (and its digest) is written."""
+def wait_for(proc: subprocess.Popen, checkpoint: Path) -> None:
+    """Return once ``checkpoint`` (and its digest) is written."""
     digest = checkpoint.with_name(checkpoint.name + ".sha256")
     deadline = time.monotonic() + 300
     while not digest.exists():
         assert proc.poll() is None, f"the run ended before {checkpoint.name}:\n{finish(proc)[1]}"
         assert time.monotonic() < deadline, f"no {checkpoint.name} after 300 s"
         time.sleep(0.02)
+
+
+def signal_after(proc: subprocess.Popen, checkpoint: Path, signum: int) -> None:
+    """Send ``signum`` to the whole run once ``checkpoint`` (and its digest) is written."""
+    wait_for(proc, checkpoint)
     os.killpg(proc.pid, signum)
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (for a DDP run on one machine: the other ranks)."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
 
 
 def write_recipe(tmp_path: Path, name: str, **kwargs) -> tuple[Path, Path]:
@@ -169,6 +180,26 @@ def test_resume_under_two_process_ddp_with_gpu_style_augmentation_is_bit_identic
     assert state["queues"]["embeddings"].shape[0] == 2  # both ranks' queues are saved
     assert not torch.equal(*state["queues"]["embeddings"])
     assert_bit_identical(final_state(interrupted), state)
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_ddp_rank_stops_every_rank_after_the_same_step(tmp_path):
+    # SIGTERM to rank 1 alone: the ranks agree on it (over a CPU process group) and all save
+    # and stop after the same step; the same command then finishes the run
+    recipe_path, out = write_recipe(tmp_path, "one_rank", devices=2, augment="gpu", workers=0)
+    proc = start(recipe_path)
+    wait_for(proc, out / "checkpoints" / step_checkpoint_name(2))
+    (rank1,) = children(proc.pid)
+    os.kill(rank1, signal.SIGTERM)
+    code, output = finish(proc)
+    assert code == PREEMPTED_EXIT, output
+    stopped = int(output.split("stopped by a signal after step ")[1].split(";")[0])
+    assert 2 <= stopped < STEPS_PER_EPOCH * EPOCHS
+    saved = torch.load(out / "checkpoints" / step_checkpoint_name(stopped), weights_only=True)
+    assert saved["global_step"] == stopped and saved["swav_queues"]["filled"].shape[0] == 2
+    code, output = finish(start(recipe_path))
+    assert code == 0, output
+    assert sorted(losses(out)) == list(range(STEPS_PER_EPOCH * EPOCHS))
 
 
 @pytest.mark.slow
