@@ -142,7 +142,9 @@ class TimedDataLoader(DataLoader):
     """A DataLoader whose iterators add the time they spend producing batches to
     ``clock[0]``: the time training waits for the loader (workers or main process)."""
 
-    clock: list[float]
+    def __init__(self, *args: Any, clock: list[float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock  # an argument, so that a loader Lightning rebuilds keeps it
 
     def __iter__(self) -> Iterator[Any]:
         return _TimedIterator(super().__iter__(), self.clock)
@@ -258,7 +260,7 @@ class DataModule(pl.LightningDataModule):
         sampler = ResumableSampler(dataset, world_size, rank, self.seed, self.batch_size,
                                    *self._start)
         self._start = (0, 0)  # a loader made later (a reload) starts its epochs whole
-        loader = TimedDataLoader(
+        return TimedDataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -270,9 +272,8 @@ class DataModule(pl.LightningDataModule):
             worker_init_fn=_ignore_stop_signals,
             # the workers' base seed comes from here, not from the global generator
             generator=torch.Generator().manual_seed(self.seed),
+            clock=self._clock,
         )
-        loader.clock = self._clock
-        return loader
 
     def state_dict(self) -> dict[str, Any]:
         """Where the run stands: the seed and the (epoch, batches done) to continue at."""

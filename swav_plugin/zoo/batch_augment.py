@@ -58,11 +58,6 @@ def channel_constant(
     return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
 
 
-def per_sample(values: Tensor) -> Tensor:
-    """(N,) values as (N, 1, 1, 1), to broadcast over images."""
-    return values.view(-1, 1, 1, 1)
-
-
 # --- draws --------------------------------------------------------------------------------
 
 

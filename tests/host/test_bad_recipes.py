@@ -155,6 +155,10 @@ CASES: dict[str, Case] = {
         put("method.optimizer", "adam"),
         ("method.optimizer: expected one of 'lars', 'sgd', got 'adam'",),
     ),
+    "lars_clip with sgd": Case(
+        both(put("method.optimizer", "sgd"), put("method.lars_clip", True)),
+        ("method: lars_clip applies to optimizer 'lars', not 'sgd'",),
+    ),
     "precision 17": Case(
         put("trainer.precision", "17"), ("trainer.precision: expected one of", "got '17'")
     ),

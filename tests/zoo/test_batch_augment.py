@@ -177,8 +177,13 @@ def test_upscaling_is_bilinear_interpolation():
 # --- flip, grayscale, solarize, normalize ----------------------------------------------------
 
 
+def _per_sample(values):
+    """(N,) values as (N, 1, 1, 1), to broadcast over images."""
+    return values.view(-1, 1, 1, 1)
+
+
 def _chosen(n, p, seed):
-    return ba.per_sample(ba.coin(n, p, generator=_gen(seed)))
+    return _per_sample(ba.coin(n, p, generator=_gen(seed)))
 
 
 def test_coin_is_zero_or_one_at_the_rate():
@@ -239,7 +244,7 @@ def _jitter_test_images(n: int = 48) -> torch.Tensor:
 
 def _as_blend(name, factor):
     """The blend (f, a, b) of a torchvision colour op, per sample."""
-    f = ba.per_sample(factor)
+    f = _per_sample(factor)
     zero = torch.zeros_like(f)
     return {"brightness": (f, zero, zero), "contrast": (f, 1 - f, zero),
             "saturation": (f, zero, 1 - f)}[name]
@@ -254,7 +259,7 @@ def test_per_sample_colour_ops_match_torchvision(name, low, high, atol):
     x = _jitter_test_images()
     factor = low + (high - low) * torch.rand(len(x), generator=_gen(1))
     if name == "hue":
-        out = ba.rotate_hue(x, torch.ones(len(x), 1, 1, 1), ba.per_sample(6 * factor))
+        out = ba.rotate_hue(x, torch.ones(len(x), 1, 1, 1), _per_sample(6 * factor))
     else:
         out = ba.blend(x, *_as_blend(name, factor))
     reference = getattr(TF, f"adjust_{name}")
