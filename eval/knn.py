@@ -1,11 +1,12 @@
 """kNN evaluation of a pretrained checkpoint (weighted kNN on backbone features, FAISS).
 
-    python eval/knn.py runs/demo/checkpoints/last.ckpt [--compare-random] [--k 10 20 200]
+    python eval/knn.py runs/demo/checkpoints/last.ckpt [--baselines] [--k 10 20 200]
 
 Trains nothing: features of the recipe's data set (``--train-split`` as the bank,
 ``--test-split`` as queries) are extracted with a centre-crop transform (or read from the
-feature cache) and classified by their neighbours. Prints a table and writes a JSON result
-(top-1, top-5 and per-class top-1 for every k) beside the checkpoint's run.
+feature cache) and classified by their neighbours; the baselines (``--baselines``: the same
+backbone at random initialisation, and the raw pixels) by the same protocol. Prints a table
+and writes a JSON result (top-1, top-5 and per-class top-1 for every k) beside the run.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from swav_plugin.evaluation import cli
 from swav_plugin.evaluation.knn import knn_accuracy, knn_search, recall_at_k
 
 
-def evaluate(args: argparse.Namespace, random_init: bool) -> dict:
-    train, test = cli.train_test_features(args, random_init)
+def evaluate(args: argparse.Namespace, variant: str) -> dict:
+    train, test = cli.train_test_features(args, variant)
     accuracy = knn_accuracy(*train, *test, ks=args.k, temperature=args.t, index=args.index,
                             device=args.device)
     result: dict = {str(k): v for k, v in accuracy.items()}

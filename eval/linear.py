@@ -1,6 +1,6 @@
 """Linear probe of a pretrained checkpoint on its frozen backbone: fast or standard protocol.
 
-    python eval/linear.py runs/demo/checkpoints/last.ckpt [--compare-random]
+    python eval/linear.py runs/demo/checkpoints/last.ckpt [--baselines]
     python eval/linear.py RUN/checkpoints/last.ckpt --mode standard --devices 8
 
 ``fast`` (default): features of ``--train-split`` / ``--test-split`` from the shared, cached
@@ -12,7 +12,9 @@ after a weight-decay sweep on a held-out tenth of the training split
 SGD with momentum and a cosine schedule, 100 epochs, lr 0.3 per 256 images, weight decay
 1e-6; :mod:`swav_plugin.evaluation.linear_protocol`), on one or several devices.
 
-Prints top-1 / top-5 and the hyper-parameters, and writes a JSON result beside the run.
+The baselines (``--baselines``: the same backbone at random initialisation, and the raw
+pixels) go through the same protocol. Prints top-1 / top-5 and the hyper-parameters, and
+writes a JSON result beside the run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from swav_plugin.evaluation import cli
-from swav_plugin.evaluation.features import eval_transform_node, labelled_splits, load_checkpoint
+from swav_plugin.evaluation.features import (
+    eval_transform_node,
+    labelled_splits,
+    load_checkpoint,
+    raw_pixels,
+)
 from swav_plugin.evaluation.linear import linear_probe
 from swav_plugin.evaluation.linear_protocol import LinearProtocol, train_transform
 from swav_plugin.host.data import TransformedDataset
@@ -33,15 +40,18 @@ from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.recipe import build_component
 
 
-def evaluate_fast(args: argparse.Namespace, random_init: bool) -> dict:
-    train, test = cli.train_test_features(args, random_init)
+def evaluate_fast(args: argparse.Namespace, variant: str) -> dict:
+    train, test = cli.train_test_features(args, variant)
     result = linear_probe(*train, *test, weight_decays=args.weight_decays,
                           max_iter=args.max_iter, device=args.device)
     return result.as_dict()
 
 
-def evaluate_standard(args: argparse.Namespace, random_init: bool) -> dict:
-    pretrained = load_checkpoint(args.checkpoint, random_init=random_init, seed=args.seed)
+def evaluate_standard(args: argparse.Namespace, variant: str) -> dict:
+    pretrained = load_checkpoint(args.checkpoint, random_init=variant != "pretrained",
+                                 seed=args.seed)
+    backbone = (raw_pixels(pretrained.recipe) if variant == "raw_pixels"
+                else pretrained.method.backbone)
     node = eval_transform_node(pretrained.recipe)
     train, test = labelled_splits(pretrained.recipe, (args.train_split, args.test_split))
     classes = getattr(train, "classes", None)
@@ -55,7 +65,7 @@ def evaluate_standard(args: argparse.Namespace, random_init: bool) -> dict:
             (train, augmented, True), (test, build_component(node, "transform"), False))
     ]
     pl.seed_everything(args.seed, verbose=False)
-    model = LinearProtocol(pretrained.method.backbone, len(classes), lr=args.lr,
+    model = LinearProtocol(backbone, len(classes), lr=args.lr,
                            weight_decay=args.linear_weight_decay, use_bn=args.use_bn)
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator,
                          devices=args.devices, precision=args.precision, logger=False,

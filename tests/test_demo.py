@@ -1,13 +1,27 @@
-"""The README's main job end to end, shortened: train, kNN against random init, UMAP plot."""
+"""The README's main job end to end, shortened: train, kNN and linear probe against the
+baselines (random init, raw pixels), UMAP plot."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from swav_plugin.evaluation.linear import linear_probe
+from swav_plugin.zoo.datasets import digits
+from tests.evaluation.test_knn import brute_force_knn
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo_pixels(split):
+    """The demo's evaluation pixels in NumPy: 8 px digits, normalised by 0.5 / 0.5, CHW."""
+    data = digits(split, image_size=8)
+    pixels = (np.asarray(data.images, dtype=np.float32) / 255 - 0.5) / 0.5
+    return pixels.transpose(0, 3, 1, 2).reshape(len(pixels), -1), np.asarray(data.labels)
 
 
 def run(*args):
@@ -25,23 +39,32 @@ def test_demo_pipeline(tmp_path):
     checkpoint = out / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file() and (out / "recipe.yaml").is_file()
 
-    printed = run("eval/knn.py", str(checkpoint), "--compare-random", "--k", "5", "20")
-    assert "pretrained" in printed and "random_init" in printed
+    printed = run("eval/knn.py", str(checkpoint), "--baselines", "--k", "5", "20")
+    assert all(name in printed for name in ("pretrained", "random_init", "raw_pixels"))
     result = json.loads((out / "eval" / "knn.json").read_text())
-    for name in ("pretrained", "random_init"):
+    for name in ("pretrained", "random_init", "raw_pixels"):
         assert set(result[name]) == {"5", "20"}
         assert 0 <= result[name]["20"]["top1"] <= 100
     assert result["pretrained"] != result["random_init"]  # the weights were really loaded
+    # the raw-pixel row is the same kNN on the evaluation transform's pixels, in NumPy
+    (xtr, ytr), (xte, yte) = (demo_pixels(split) for split in ("train", "test"))
+    for k in (5, 20):
+        top1, top5, _ = brute_force_knn(xtr, ytr, xte, yte, k, 0.07, 10)
+        assert result["raw_pixels"][str(k)]["top1"] == pytest.approx(top1, abs=1e-4)
+        assert result["raw_pixels"][str(k)]["top5"] == pytest.approx(top5, abs=1e-4)
 
     printed = run("eval/linear.py", str(checkpoint), "--weight-decays", "0", "0.01",
-                  "--max-iter", "50")
-    assert "linear probe (fast)" in printed
+                  "--max-iter", "50", "--compare-pixels")
+    assert "linear probe (fast)" in printed and "random_init" not in printed
     linear = json.loads((out / "eval" / "linear.json").read_text())
     assert linear["pretrained"]["weight_decay"] in (0.0, 0.01)
     assert set(linear["pretrained"]["validation_top1"]) == {"0.0", "0.01"}
     assert 0 <= linear["pretrained"]["top1"] <= linear["pretrained"]["top5"] <= 100
-    # the kNN run cached the train and test features: the probe extracted nothing new
-    assert len(list((out / "eval" / "cache").glob("*.pt"))) == 4
+    pixels = linear_probe(torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte),
+                          torch.from_numpy(yte), weight_decays=(0.0, 0.01), max_iter=50)
+    assert linear["raw_pixels"]["top1"] == pytest.approx(pixels.top1, abs=0.5)
+    # the kNN run cached the features of every row: the probe extracted nothing new
+    assert len(list((out / "eval" / "cache").glob("*.pt"))) == 6
 
     printed = run("eval/linear.py", str(checkpoint), "--mode", "standard", "--epochs", "1",
                   "--limit-train-batches", "2", "--output", str(out / "eval" / "standard.json"))

@@ -28,25 +28,44 @@ def tool_parser(doc: str, result_name: str) -> argparse.ArgumentParser:
     return parser
 
 
+#: What a train / test evaluation compares: the checkpoint's backbone and the baselines.
+VARIANTS = ("pretrained", "random_init", "raw_pixels")
+
+
 def add_train_test_arguments(
     parser: argparse.ArgumentParser, train_help: str = "", test_help: str = ""
 ) -> None:
-    """The splits of a train / test evaluation, and the random-initialisation baseline."""
+    """The splits of a train / test evaluation, and the baselines."""
     parser.add_argument("--train-split", default="train", help=train_help or None)
     parser.add_argument("--test-split", default="test", help=test_help or None)
     parser.add_argument("--compare-random", action="store_true",
                         help="also evaluate the same backbone at random initialisation")
+    parser.add_argument("--compare-pixels", action="store_true",
+                        help="also evaluate the raw pixels (the evaluation transform's, "
+                             "flattened) with the same protocol")
+    parser.add_argument("--baselines", action="store_true",
+                        help="both baselines: --compare-random --compare-pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
 
 
+def variants(args: argparse.Namespace) -> list[str]:
+    """The rows an evaluation prints, in :data:`VARIANTS` order."""
+    chosen = {"pretrained": True, "random_init": args.compare_random or args.baselines,
+              "raw_pixels": args.compare_pixels or args.baselines}
+    return [v for v in VARIANTS if chosen[v]]
+
+
 def train_test_features(
-    args: argparse.Namespace, random_init: bool
+    args: argparse.Namespace, variant: str
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """(features, labels) of the train and test splits, trained or at random init (cached)."""
-    pretrained = load_checkpoint(args.checkpoint, random_init=random_init, seed=args.seed)
+    """(features, labels) of the train and test splits for one of :data:`VARIANTS`:
+    backbone features, trained or at random init, or the raw pixels (cached)."""
+    pretrained = load_checkpoint(args.checkpoint, random_init=variant != "pretrained",
+                                 seed=args.seed)
+    output = "pixels" if variant == "raw_pixels" else "backbone"
     splits = (args.train_split, args.test_split)
     datasets = labelled_splits(pretrained.recipe, splits)
-    train, test = (features_of(pretrained, split, "backbone", args.cache_dir, args.batch_size,
+    train, test = (features_of(pretrained, split, output, args.cache_dir, args.batch_size,
                                args.num_workers, args.device, dataset)
                    for split, dataset in zip(splits, datasets, strict=True))
     return train, test
@@ -55,19 +74,17 @@ def train_test_features(
 def report_train_test(
     args: argparse.Namespace,
     header: str,
-    evaluate: Callable[[argparse.Namespace, bool], dict[str, Any]],
+    evaluate: Callable[[argparse.Namespace, str], dict[str, Any]],
     row: Callable[[dict[str, Any]], str],
     settings: dict[str, Any],
 ) -> int:
-    """Evaluate the checkpoint (and the random baseline), print a row each, save the JSON."""
+    """Evaluate the checkpoint and the chosen baselines, print a row each, save the JSON."""
+    chosen = variants(args)
     result = {"checkpoint": str(args.checkpoint), **settings,
-              "pretrained": evaluate(args, False)}
-    if args.compare_random:
-        result["random_init"] = evaluate(args, True)
+              **{variant: evaluate(args, variant) for variant in chosen}}
     print(f"{header}, {args.test_split} split:")
-    for name in ("pretrained", "random_init"):
-        if name in result:
-            print(f"  {name:<12} {row(result[name])}")
+    for name in chosen:
+        print(f"  {name:<12} {row(result[name])}")
     save_json_atomic(result, args.output)
     print(f"result written to {args.output}")
     return 0

@@ -3,8 +3,9 @@
 A checkpoint written by the runner carries its resolved recipe, so the method is rebuilt from
 the same registries and its weights loaded with ``torch.load(weights_only=True)`` (no pickled
 code can run). Data sets come from the recipe's ``dataset`` node with the split replaced.
-:func:`features_of` extracts backbone features or head embeddings (mixed precision on a GPU)
-and caches them on disk (:mod:`swav_plugin.evaluation.cache`), so that a second tool on the
+:func:`features_of` extracts backbone features, head embeddings or the raw pixels (the
+evaluation transform's, flattened: the baseline a representation must beat; mixed precision on
+a GPU) and caches them on disk (:mod:`swav_plugin.evaluation.cache`), so that a second tool on the
 same checkpoint, data set, split and transform does not extract again.
 
 Bad inputs (a file of another method or format, weights that do not fit the recipe, a split
@@ -66,6 +67,27 @@ class Embedder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.backbone(images))[0]
+
+
+class RawPixels(nn.Module):
+    """The images themselves, flattened: the baseline a learned representation must beat."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, images: Tensor) -> Tensor:
+        return images.flatten(1)
+
+
+#: The most memory the raw-pixel features of one split may take (float32).
+PIXEL_FEATURES_LIMIT = 4 * 2**30
+
+
+def raw_pixels(recipe: dict[str, Any]) -> RawPixels:
+    """The raw-pixel "backbone" of a recipe: RGB at the evaluation transform's size."""
+    size = eval_transform_node(recipe)["size"]
+    return RawPixels(3 * size * size)
 
 
 def load_checkpoint(path: str | Path, random_init: bool = False, seed: int = 0) -> Pretrained:
@@ -257,30 +279,44 @@ def extract_features(
 def features_of(
     pretrained: Pretrained,
     split: str,
-    output: Literal["backbone", "embeddings"] = "backbone",
+    output: Literal["backbone", "embeddings", "pixels"] = "backbone",
     cache_dir: str | Path | None = None,
     batch_size: int = 256,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     dataset: Dataset | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Backbone features or head embeddings of a recipe's split, through the on-disk cache.
+    """Backbone features, head embeddings or raw pixels of a recipe's split, through the
+    on-disk cache.
 
     ``cache_dir=None`` extracts without caching; ``dataset`` is the split's data set when the
-    caller has built it already (:func:`labelled_splits`).
+    caller has built it already (:func:`labelled_splits`). Raw pixels depend on the recipe's
+    data and transform only, not on the weights; a split whose pixels would take more than
+    :data:`PIXEL_FEATURES_LIMIT` is refused before anything is read.
     """
     recipe = pretrained.recipe
     if dataset is None:
         dataset = dataset_from_recipe(recipe, split)
     transform_node = eval_transform_node(recipe)
     method = pretrained.method
-    if output == "embeddings":
+    init = pretrained.init
+    if output == "pixels":
+        model: nn.Module = raw_pixels(recipe)
+        size = len(dataset) * model.num_features * 4
+        if size > PIXEL_FEATURES_LIMIT:
+            raise ConfigError(
+                f"the raw pixels of split '{split}' would take {size / 2**30:.1f} GiB as "
+                f"features ({len(dataset)} images x {model.num_features} values); leave the "
+                "pixel baseline out (no --compare-pixels / --baselines) for a data set this large"
+            )
+        init = "pixels"
+    elif output == "embeddings":
         if not hasattr(method, "head"):
             raise ConfigError(f"'{pretrained.checkpoint}' holds no head to embed with")
-        model: nn.Module = Embedder(method.backbone, method.head)
+        model = Embedder(method.backbone, method.head)
     else:
         model = method.backbone
-    desc = f"{output} {split} ({pretrained.init})"
+    desc = f"{output} {split} ({init})"
 
     def extract() -> tuple[Tensor, Tensor]:
         transform = build_component(transform_node, "transform")
@@ -288,7 +324,8 @@ def features_of(
 
     if cache_dir is None:
         return extract()
-    key = cache_key({"checkpoint": pretrained.digest(), "init": pretrained.init,
+    weights = None if output == "pixels" else pretrained.digest()
+    key = cache_key({"checkpoint": weights, "init": init,
                      "dataset": recipe["data"]["dataset"], "split": split,
                      "transform": transform_node, "output": output, "samples": len(dataset)})
     cache = FeatureCache(cache_dir)

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
+from swav_plugin.evaluation import features
 from swav_plugin.evaluation.cache import FeatureCache, cache_key
 from swav_plugin.evaluation.features import features_of, load_checkpoint
 from swav_plugin.host.atomic import file_digest
 from swav_plugin.host.checkpointing import write_checkpoint
+from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.recipe import resolve
 from swav_plugin.host.runner import run
 
@@ -98,3 +100,17 @@ def test_a_retrained_checkpoint_does_not_reuse_old_features(checkpoint, tmp_path
     new, _ = features_of(load_checkpoint(checkpoint), "test", "backbone", tmp_path / "cache")
     assert not torch.allclose(old, new)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+
+
+def test_raw_pixels_do_not_depend_on_the_weights_and_too_many_are_refused(
+    checkpoint, tmp_path, monkeypatch
+):
+    trained, _ = features_of(load_checkpoint(checkpoint), "test", "pixels", tmp_path / "cache")
+    random = load_checkpoint(checkpoint, random_init=True)
+    again, _ = features_of(random, "test", "pixels", tmp_path / "cache")
+    assert torch.equal(trained, again) and trained.shape[1] == 3 * 8 * 8
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1  # one entry for both
+    monkeypatch.setattr(features, "PIXEL_FEATURES_LIMIT", 1000)
+    with pytest.raises(ConfigError, match=r"the raw pixels of split 'train' would take .* GiB "
+                                          r"as features \(1347 images x 192 values\)"):
+        features_of(random, "train", "pixels", tmp_path / "cache")
