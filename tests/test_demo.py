@@ -67,12 +67,14 @@ def test_demo_pipeline(tmp_path):
     assert len(list((out / "eval" / "cache").glob("*.pt"))) == 6
 
     printed = run("eval/linear.py", str(checkpoint), "--mode", "standard", "--epochs", "1",
-                  "--limit-train-batches", "2", "--output", str(out / "eval" / "standard.json"))
+                  "--limit-train-batches", "2", "--compare-pixels",
+                  "--output", str(out / "eval" / "standard.json"))
     assert "linear probe (standard)" in printed
     standard = json.loads((out / "eval" / "standard.json").read_text())
     assert standard["protocol"].startswith("standard")
-    assert standard["pretrained"]["epochs"] == 1
-    assert 0 <= standard["pretrained"]["top1"] <= standard["pretrained"]["top5"] <= 100
+    for name in ("pretrained", "raw_pixels"):
+        assert standard[name]["epochs"] == 1
+        assert 0 <= standard[name]["top1"] <= standard[name]["top5"] <= 100
 
     printed = run("eval/prototypes.py", str(checkpoint), "--max-points", "300")
     for name in ("prototypes_umap.png", "prototypes_usage.png", "prototypes_nearest.png"):
