@@ -24,6 +24,7 @@ of equal-sized crops, crop-major, so the method cannot tell the two pipelines ap
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -42,9 +43,14 @@ BLUR, SOLARIZE = GREY + 1, GREY + 2
 ROWS = SOLARIZE + 1
 
 
-def blur_kernel_size(crop_size: int) -> int:
-    """Odd Gaussian kernel of about 10 % of the crop (the official code's choice), at least 3."""
-    return max(3, int(0.1 * crop_size) // 2 * 2 + 1)
+def blur_kernel_size(max_sigma: float) -> int:
+    """Odd Gaussian kernel spanning ±3 standard deviations of the largest ``max_sigma``.
+
+    The CPU path blurs with PIL's ``GaussianBlur(radius=sigma)``, as the official code,
+    solo-learn and lightly do, which has no kernel size; a kernel of ±3σ holds 99.7 % of
+    the Gaussian's weight.
+    """
+    return 2 * math.ceil(3 * max_sigma) + 1
 
 
 class CropDraws(NamedTuple):
@@ -84,6 +90,17 @@ class GPUMultiCrop:
     ) -> None:
         if load_size < 1:
             raise ValueError(f"load_size must be positive, got {load_size}")
+        for index, g in enumerate(groups):
+            if g.get("rotation", 0) or g.get("translate", 0):
+                raise ValueError(
+                    f"crops[{index}]: rotation and translate are not applied on the device; "
+                    "set data.augment: cpu or remove them"
+                )
+            if g.get("interpolation", "bilinear") != "bilinear":
+                raise ValueError(
+                    f"crops[{index}]: the device crops resample bilinearly, not "
+                    f"{g['interpolation']}; set data.augment: cpu or interpolation: bilinear"
+                )
         self.groups = [dict(g) for g in groups]
         self.mean = tuple(mean)
         self.std = tuple(std)
@@ -119,7 +136,7 @@ class GPUMultiCrop:
                                                   g["color_jitter_prob"], generator)
             grey = A.coin(n, g["grayscale_prob"], generator)
             blur = A.coin(n, g["blur_prob"], generator)
-            kernels.append(A.blur_kernels(blur_kernel_size(g["size"]),
+            kernels.append(A.blur_kernels(blur_kernel_size(max(g["blur_sigma"])),
                                           A.uniform((n,), *g["blur_sigma"], generator))
                            if g["blur_prob"] > 0 else None)
             solarize = A.coin(n, g["solarize_prob"], generator)

@@ -3,8 +3,9 @@
 :class:`MultiCropTransform` turns one image into ``Σ count`` crops, group by group — the
 official ImageNet setting is 2 crops of 224 px at scale (0.14, 1) then 6 of 96 px at scale
 (0.05, 0.14) — each with a random resized crop, horizontal flip, colour distortion
-(jitter p = 0.8, grayscale p = 0.2), Gaussian blur and optional solarisation. Every
-augmentation parameter can be overridden per crop group.
+(jitter p = 0.8, grayscale p = 0.2), PIL's Gaussian blur and optional solarisation, plus,
+for images such as digits, optional small rotations and shifts. Every augmentation parameter
+can be overridden per crop group.
 
 :class:`MultiCropCollate` stacks the crops of a batch crop-major and *by resolution*: one
 tensor per run of equal-sized crops, so the model runs one backbone pass per resolution, as
@@ -20,12 +21,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch import Tensor
 from torchvision import transforms as T
 
 from swav_plugin.host.registry import COLLATES, TRANSFORMS
-from swav_plugin.swav.gpu_multicrop import GPUMultiCrop, blur_kernel_size
+from swav_plugin.swav.gpu_multicrop import GPUMultiCrop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,6 +35,21 @@ IMAGENET_CROPS = (
     {"size": 96, "count": 6, "scale": (0.05, 0.14)},
 )
 _GROUP_KEYS = ("size", "count", "scale")
+_INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR,
+                   "bicubic": T.InterpolationMode.BICUBIC}
+
+
+class PILGaussianBlur:
+    """PIL's ``GaussianBlur`` with a radius (standard deviation) drawn uniformly from
+    ``sigma``: the official code's ``PILRandomGaussianBlur`` without its own coin (wrap it
+    in ``RandomApply``), drawing from torch's generator so that workers' seeds govern it."""
+
+    def __init__(self, sigma: Sequence[float]) -> None:
+        self.low, self.high = float(sigma[0]), float(sigma[1])
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        radius = self.low + (self.high - self.low) * torch.rand(()).item()
+        return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
 @TRANSFORMS.register("multicrop")
@@ -48,10 +64,18 @@ class MultiCropTransform:
         brightness, contrast, saturation, hue: Colour jitter strengths (applied in random
             order, as torchvision does).
         grayscale_prob: Probability of converting to grayscale.
-        blur_prob: Probability of a Gaussian blur (kernel ≈ 10 % of the crop size).
-        blur_sigma: Range of the blur's standard deviation in pixels.
+        blur_prob: Probability of a Gaussian blur: PIL's ``GaussianBlur``, as the official
+            code, solo-learn and lightly blur.
+        blur_sigma: Range of the blur's standard deviation (PIL's radius) in pixels.
         solarize_prob: Probability of solarisation (threshold 128).
+        rotation: Largest random rotation in degrees, after the crop (0: none). With
+            ``translate``, for images without a meaningful mirror image, such as digits.
+        translate: Largest random shift after the crop, as a fraction of the crop's side
+            (0: none). Uncovered pixels are black. Both are ``data.augment: cpu`` only.
         mean, std: Normalisation per channel.
+        interpolation: Resampling of the random resized crop: ``bilinear`` (torchvision's
+            default and the official code's) or ``bicubic`` (solo-learn's); ``bicubic`` is
+            ``data.augment: cpu`` only.
         load_size: With ``data.augment: gpu`` on data sets not held in memory (image folders):
             the side of the square ``uint8`` image the CPU makes of each image (shorter side
             resized, centre-cropped) before the crops are cut on the device. Default: the
@@ -71,6 +95,9 @@ class MultiCropTransform:
         blur_prob: float = 0.5,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         solarize_prob: float = 0.0,
+        rotation: float = 0.0,
+        translate: float = 0.0,
+        interpolation: str = "bilinear",
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         load_size: int | None = None,
@@ -86,6 +113,9 @@ class MultiCropTransform:
             "blur_prob": blur_prob,
             "blur_sigma": blur_sigma,
             "solarize_prob": solarize_prob,
+            "rotation": rotation,
+            "translate": translate,
+            "interpolation": interpolation,
         }
         if not crops:
             raise ValueError("crops must list at least one crop group")
@@ -125,20 +155,33 @@ class MultiCropTransform:
             value = group.get(key, defaults[key])
             if not 0 <= value <= 1:
                 raise ValueError(f"crops[{index}]: {key} must be in [0, 1], got {value}")
+        if not 0 <= group.get("rotation", defaults["rotation"]) <= 180:
+            raise ValueError(f"crops[{index}]: rotation must be in [0, 180] degrees")
+        if not 0 <= group.get("translate", defaults["translate"]) < 1:
+            raise ValueError(f"crops[{index}]: translate must be in [0, 1), a fraction of the side")
+        if group.get("interpolation", defaults["interpolation"]) not in _INTERPOLATIONS:
+            raise ValueError(f"crops[{index}]: interpolation must be one of "
+                             f"{', '.join(_INTERPOLATIONS)}")
         return {**defaults, **group}
 
     @staticmethod
     def _pipeline(g: dict[str, Any]) -> T.Compose:
         jitter = T.ColorJitter(g["brightness"], g["contrast"], g["saturation"], g["hue"])
         steps = [
-            T.RandomResizedCrop(g["size"], scale=tuple(g["scale"])),
+            T.RandomResizedCrop(g["size"], scale=tuple(g["scale"]),
+                                interpolation=_INTERPOLATIONS[g["interpolation"]]),
             T.RandomHorizontalFlip(g["hflip_prob"]),
+        ]
+        if g["rotation"] > 0 or g["translate"] > 0:
+            shift = g["translate"]
+            steps.append(T.RandomAffine(g["rotation"], translate=(shift, shift) if shift else None,
+                                        interpolation=T.InterpolationMode.BILINEAR))
+        steps += [
             T.RandomApply([jitter], p=g["color_jitter_prob"]),
             T.RandomGrayscale(g["grayscale_prob"]),
         ]
         if g["blur_prob"] > 0:
-            blur = T.GaussianBlur(blur_kernel_size(g["size"]), sigma=tuple(g["blur_sigma"]))
-            steps.append(T.RandomApply([blur], p=g["blur_prob"]))
+            steps.append(T.RandomApply([PILGaussianBlur(g["blur_sigma"])], p=g["blur_prob"]))
         if g["solarize_prob"] > 0:
             steps.append(T.RandomSolarize(128, p=g["solarize_prob"]))
         return T.Compose(steps)

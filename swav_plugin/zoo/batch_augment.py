@@ -347,20 +347,21 @@ def color_jitter(x: Tensor, rows: Sequence[Tensor]) -> Tensor:
 
 def gaussian_blur(x: Tensor, kernels: Tensor, chosen: Tensor) -> Tensor:
     """Blur the samples whose ``chosen`` is 1 with their own separable kernel (N, k) (from
-    :func:`blur_kernels`); torchvision's ``gaussian_blur``, reflect padding included.
+    :func:`blur_kernels`), edge pixels repeated beyond the border as PIL's ``GaussianBlur``
+    does.
 
     Folding the batch into channels lets each image use its own kernel in one grouped
-    convolution per axis; blurring rows then columns equals torchvision's outer-product
-    kernel, since the reflection of each axis commutes with filtering along the other.
+    convolution per axis; blurring rows then columns equals the outer-product kernel, since
+    the padding of each axis commutes with filtering along the other.
     """
     n, c, height, width = x.shape
     size = kernels.shape[1]
     taps = kernels.to(x.dtype).repeat_interleave(c, dim=0)  # (N·C, k)
     pad = size // 2
     out = x.reshape(1, n * c, height, width)
-    out = F.conv2d(F.pad(out, (pad, pad, 0, 0), mode="reflect"),
+    out = F.conv2d(F.pad(out, (pad, pad, 0, 0), mode="replicate"),
                    taps.view(n * c, 1, 1, size), groups=n * c)
-    out = F.conv2d(F.pad(out, (0, 0, pad, pad), mode="reflect"),
+    out = F.conv2d(F.pad(out, (0, 0, pad, pad), mode="replicate"),
                    taps.view(n * c, 1, size, 1), groups=n * c)
     return select(x, out.view(n, c, height, width), chosen)
 

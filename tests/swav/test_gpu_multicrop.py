@@ -160,3 +160,14 @@ def test_rejects_float_input():
     draws = gpu.draw(2, 32, 32, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="uint8"):
         gpu(torch.rand(2, 3, 32, 32), draws)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"rotation": 10}, "rotation and translate are not applied on the device"),
+    ({"translate": 0.1}, "rotation and translate are not applied on the device"),
+    ({"interpolation": "bicubic"}, "resample bilinearly, not bicubic; set data.augment: cpu"),
+])
+def test_cpu_only_augmentations_are_refused_on_the_device(option, message):
+    transform = MultiCropTransform(crops=[{"size": 8, "count": 2, "scale": (0.5, 1.0), **option}])
+    with pytest.raises(ValueError, match=message):
+        transform.batch_augmentation()

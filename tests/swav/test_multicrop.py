@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
+from torchvision import transforms as T
 
 from swav_plugin.swav.multicrop import MultiCropCollate, MultiCropTransform
 
@@ -62,11 +63,58 @@ def test_crop_area_and_aspect_within_range():
         ([{"size": 32, "count": 2, "scale": [0.5, 1.0], "sclae": 1}], "did you mean 'scale'"),
         ([{"size": 32, "count": 0, "scale": [0.5, 1.0]}], "size and count must be positive"),
         ([{"size": 32, "count": 1, "scale": [0.5, 1.0], "blur_prob": 2}], "blur_prob must be in"),
+        ([{"size": 8, "count": 1, "scale": [0.5, 1.0], "rotation": -5}], "rotation must be in"),
+        ([{"size": 8, "count": 1, "scale": [0.5, 1.0], "translate": 1}], "translate must be in"),
+        ([{"size": 8, "count": 1, "scale": [0.5, 1.0], "interpolation": "cubic"}],
+         "interpolation must be one of bilinear, bicubic"),
     ],
 )
 def test_invalid_crop_groups(crops, message):
     with pytest.raises(ValueError, match=message):
         MultiCropTransform(crops=crops)
+
+
+def plain(**overrides):
+    """One 32 px crop of the whole image, every augmentation off unless overridden."""
+    options = {"hflip_prob": 0, "color_jitter_prob": 0, "grayscale_prob": 0, "blur_prob": 0,
+               "mean": (0, 0, 0), "std": (1, 1, 1)}
+    crops = [{"size": 32, "count": 1, "scale": (1.0, 1.0)}]
+    return MultiCropTransform(crops=crops, **{**options, **overrides})
+
+
+def test_blur_is_pils_gaussian_blur_with_a_radius_from_the_range():
+    picture = image(32)
+    torch.manual_seed(0)
+    blurred = plain(blur_prob=1.0, blur_sigma=(1.3, 1.3))(picture)[0]
+    expected = T.ToTensor()(picture.filter(ImageFilter.GaussianBlur(radius=1.3)))
+    torch.testing.assert_close(blurred, expected)
+
+
+def test_bicubic_interpolation_is_used_for_the_resized_crop():
+    picture = image(64)
+    torch.manual_seed(0)
+    bicubic = plain(interpolation="bicubic")(picture)[0]
+    expected = T.ToTensor()(picture.resize((32, 32), Image.BICUBIC))
+    bilinear = T.ToTensor()(picture.resize((32, 32), Image.BILINEAR))
+    assert (bicubic - expected).abs().max() < 2 / 255  # PIL vs torchvision's antialiasing
+    assert (bicubic - bilinear).abs().max() > 0.05  # far from bilinear
+
+
+def test_rotation_and_translation_keep_a_centred_digit_inside_the_crop():
+    # A small square in the middle: shifts of at most 1/8 of the side and 15 degrees move
+    # its centre of mass by at most 4 px, and do move it.
+    square = np.zeros((32, 32, 3), dtype=np.uint8)
+    square[12:20, 12:20] = 255
+    transform = plain(rotation=15, translate=0.125)
+    torch.manual_seed(0)
+    shifts = []
+    for _ in range(50):
+        crop = transform(Image.fromarray(square))[0][0]
+        ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+        mass = crop.sum()
+        shifts.append(((xs * crop).sum() / mass - 15.5, (ys * crop).sum() / mass - 15.5))
+    largest = max(max(abs(float(dx)), abs(float(dy))) for dx, dy in shifts)
+    assert 1.0 < largest <= 4.5
 
 
 def test_collate_groups_resolutions_crop_major():
