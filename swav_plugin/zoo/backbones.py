@@ -5,8 +5,11 @@ Every backbone has a ``num_features`` attribute: the width of its output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torchvision
-from torch import nn
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock
 
 from swav_plugin.host.registry import BACKBONES
 
@@ -30,14 +33,70 @@ def resnet50(zero_init_residual: bool = False) -> nn.Module:
 
 
 @BACKBONES.register("resnet18_cifar")
-def resnet18_cifar(zero_init_residual: bool = False) -> nn.Module:
+def resnet18_cifar(zero_init_residual: bool = False, stem_padding: int = 1) -> nn.Module:
     """ResNet-18 for small images: a 3×3 stride-1 stem and no max-pool; 512 features.
 
     The usual variant for 32 px images (solo-learn, lightly's CIFAR benchmarks), which keeps
-    enough spatial resolution for the residual stages.
+    enough spatial resolution for the residual stages. ``stem_padding: 2`` is solo-learn's
+    stem exactly (its feature maps are 34 px for a 32 px image).
     """
+    if stem_padding < 0:
+        raise ValueError(f"stem_padding must be 0 or more, got {stem_padding}")
     model = torchvision.models.resnet18(zero_init_residual=zero_init_residual)
-    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=stem_padding, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
     return _headless(model)
+
+
+class SmallResNet(nn.Module):
+    """A narrow ResNet of torchvision ``BasicBlock`` stages for tiny images (8–32 px).
+
+    A 3×3 stride-1 stem, then one stage per width (the first at stride 1, the others at
+    stride 2), global average pooling. ``num_features`` is the last width.
+    """
+
+    def __init__(self, widths: Sequence[int], blocks: Sequence[int]) -> None:
+        super().__init__()
+        if not widths or len(widths) != len(blocks):
+            raise ValueError(
+                f"widths and blocks need one entry per stage, got {list(widths)} and {list(blocks)}"
+            )
+        if min(widths) < 1 or min(blocks) < 1:
+            raise ValueError(
+                f"widths and blocks must be positive, got {list(widths)} and {list(blocks)}"
+            )
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, widths[0], kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        channels = widths[0]
+        for stage, (width, count) in enumerate(zip(widths, blocks, strict=True)):
+            for index in range(count):
+                stride = 2 if stage > 0 and index == 0 else 1
+                downsample = None
+                if stride != 1 or channels != width:
+                    downsample = nn.Sequential(
+                        nn.Conv2d(channels, width, kernel_size=1, stride=stride, bias=False),
+                        nn.BatchNorm2d(width),
+                    )
+                layers.append(BasicBlock(channels, width, stride, downsample))
+                channels = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.num_features = channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+
+@BACKBONES.register("resnet_small")
+def resnet_small(
+    widths: Sequence[int] = (32, 64, 128), blocks: Sequence[int] = (1, 1, 1)
+) -> nn.Module:
+    """A narrow ResNet for tiny images (the digits demo): ``widths[-1]`` output features."""
+    return SmallResNet(widths, blocks)

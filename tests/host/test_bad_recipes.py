@@ -94,7 +94,7 @@ CASES: dict[str, Case] = {
     "unknown backbone": Case(
         put("method.backbone.name", "resnet18_cifr"),
         ("method.backbone: unknown backbone 'resnet18_cifr'", "did you mean 'resnet18_cifar'",
-         "registered backbones: resnet18, resnet18_cifar, resnet50"),
+         "registered backbones: resnet18, resnet18_cifar, resnet50, resnet_small"),
     ),
     "unknown dataset": Case(
         put("data.dataset.name", "imagenet"),

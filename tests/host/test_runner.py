@@ -100,4 +100,4 @@ def test_cli_error_is_one_line_exit_2_and_writes_nothing(tiny_recipe, tmp_path):
 def test_cli_lists_components(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
-    assert "method: swav" in out and "backbone: resnet18, resnet18_cifar, resnet50" in out
+    assert "method: swav" in out and "backbone: resnet18, resnet18_cifar, resnet50, resnet_small" in out
