@@ -81,7 +81,9 @@ class SwAV(pl.LightningModule):
         lr: Learning rate for a global batch of ``lr_batch_size``; scaled linearly.
         lr_batch_size: The batch size ``lr`` refers to (official: 4.8 at 4096, i.e. 0.3 at 256).
         final_lr_ratio: Final learning rate as a fraction of the peak (official: 1/1000).
-        warmup_epochs: Epochs of linear warm-up from 0 (may be fractional).
+        warmup_epochs: Epochs of linear warm-up (may be fractional).
+        warmup_start_ratio: The warm-up's starting learning rate as a fraction of the peak
+            (official 64-GPU scripts: 0.3 / 4.8 = 0.0625; solo-learn: 3e-5 / 0.6 = 5e-5).
         momentum: SGD momentum.
         weight_decay: Weight decay, on every parameter (as the official code) unless
             ``exclude_bias_norm``.
@@ -112,6 +114,7 @@ class SwAV(pl.LightningModule):
         lr_batch_size: int = 256,
         final_lr_ratio: float = 0.001,
         warmup_epochs: float = 10.0,
+        warmup_start_ratio: float = 0.0,
         momentum: float = 0.9,
         weight_decay: float = 1e-6,
         lars_trust_coefficient: float = 0.001,
@@ -127,8 +130,10 @@ class SwAV(pl.LightningModule):
         for name, value in (("lr", lr), ("lr_batch_size", lr_batch_size)):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if not 0 <= final_lr_ratio <= 1:
-            raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
+        for name, value in (("final_lr_ratio", final_lr_ratio),
+                            ("warmup_start_ratio", warmup_start_ratio)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         for name, value in (
             ("warmup_epochs", warmup_epochs), ("weight_decay", weight_decay), ("momentum", momentum)
         ):
@@ -303,6 +308,7 @@ class SwAV(pl.LightningModule):
             warmup_epochs=warmup_steps,
             max_epochs=total_steps,
             end_value=hp.final_lr_ratio,
+            warmup_start_value=hp.warmup_start_ratio,
         )
         global_batch = plan.global_batch
         rank_zero_info(

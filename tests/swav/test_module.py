@@ -286,3 +286,14 @@ def test_collapse_warning_when_few_prototypes_take_the_crops_for_long(tiny_recip
             in messages[0]
     logged = trainer.callback_metrics["train/top_prototypes_share"]
     assert logged == pytest.approx(1.0 if warns else 3 / 20, abs=0.05)
+
+
+def test_warm_up_starts_from_its_stated_fraction_of_the_peak(tiny_recipe):
+    recorder = PrototypeRecorder()
+    recipe = resolved(tiny_recipe, method__lr=0.4, method__lr_batch_size=32,
+                      method__warmup_epochs=0.5, method__warmup_start_ratio=0.25,
+                      trainer__limit_train_batches=4)
+    fit(recipe, recorder)
+    # 2 warm-up steps from 0.25 x peak: the first is halfway, the second at the peak
+    assert recorder.lrs[0] == pytest.approx(0.4 * (0.25 + 0.75 / 2))
+    assert recorder.lrs[1] == pytest.approx(0.4)
