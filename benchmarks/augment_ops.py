@@ -1,8 +1,8 @@
 """Operations and time per batch of ``data.augment: gpu`` for a recipe: on the device, and in
 the DataLoader worker that draws the batch's random parameters.
 
-    python benchmarks/augment_ops.py                               # recipes/cifar10.yaml, CPU
-    python benchmarks/augment_ops.py --device cuda --recipe recipes/cifar10.yaml \
+    python benchmarks/augment_ops.py                               # recipes/cifar10_multicrop.yaml, CPU
+    python benchmarks/augment_ops.py --device cuda --recipe recipes/cifar10_multicrop.yaml \
         --recipe recipes/stl10.yaml
 
 For each recipe: its transform's batched version and its per-device batch size, on random
@@ -11,7 +11,7 @@ an image folder the transform's ``load_size``). The draws are made on the CPU, a
 makes them; the crops on ``--device``, as the training process makes them after the batch is
 moved there. Reported for each: the ATen operations (on a GPU, kernel launches, each costing
 the host a few microseconds whatever its size) and the median time of ``--repeats`` batches.
-The budget for ``cifar10.yaml``: at most 150 operations on the device per batch.
+The budget for ``cifar10_multicrop.yaml``: at most 150 operations on the device per batch.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import build_component, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICE_BUDGET = {"cifar10.yaml": 150}
+DEVICE_BUDGET = {"cifar10_multicrop.yaml": 150}
 
 
 def image_size(dataset: dict[str, Any], transform: Any) -> int:
@@ -89,7 +89,7 @@ def measure(path: Path, device: str, repeats: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", type=Path, action="append",
-                        help="a recipe with data.augment: gpu (repeatable; default cifar10.yaml)")
+                        help="a recipe with data.augment: gpu (repeatable; default cifar10_multicrop.yaml)")
     parser.add_argument("--device", default="cpu", help="auto, cuda or cpu (the crops' device)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     load_plugins()
     rows = [measure(path, device, args.repeats)
-            for path in args.recipe or [ROOT / "recipes" / "cifar10.yaml"]]
+            for path in args.recipe or [ROOT / "recipes" / "cifar10_multicrop.yaml"]]
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"augment: gpu per batch; crops on {name}, draws on the CPU (a worker), "
           f"{torch.get_num_threads()} CPU threads, median of {args.repeats}")

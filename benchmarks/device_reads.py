@@ -1,7 +1,7 @@
 """Host reads of device values per training step, for a recipe run through the runner.
 
     python benchmarks/device_reads.py                       # the demo recipe, 42 steps, CPU
-    python benchmarks/device_reads.py --recipe recipes/cifar10.yaml --device cuda --sync-debug
+    python benchmarks/device_reads.py --recipe recipes/cifar10_multicrop.yaml --device cuda --sync-debug
 
 Trains the recipe as ``swav-train`` does (every callback of the runner, the recipe's
 optimiser, logging interval and checkpoints) with

@@ -32,13 +32,13 @@ RECIPES = ROOT / "recipes"
 #: name → (arguments at the real configuration, arguments of the toy run), and a time limit.
 BENCHMARKS: dict[str, tuple[list[str], list[str], int]] = {
     "augment_ops": (
-        ["--device", "auto", "--recipe", str(RECIPES / "cifar10.yaml"),
-         "--recipe", str(RECIPES / "cifar100.yaml"), "--recipe", str(RECIPES / "stl10.yaml")],
-        ["--device", "cpu", "--repeats", "1", "--recipe", str(RECIPES / "cifar10.yaml")],
+        ["--device", "auto", "--recipe", str(RECIPES / "cifar10_multicrop.yaml"),
+         "--recipe", str(RECIPES / "stl10.yaml")],
+        ["--device", "cpu", "--repeats", "1", "--recipe", str(RECIPES / "cifar10_multicrop.yaml")],
         300,
     ),
     "device_reads": (
-        ["--device", "auto", "--recipe", str(RECIPES / "cifar10.yaml"), "--steps", "120",
+        ["--device", "auto", "--recipe", str(RECIPES / "cifar10_multicrop.yaml"), "--steps", "120",
          "--sync-debug"],
         ["--device", "cpu", "--steps", "12", "--set", "trainer.log_every_n_steps=4"],
         300,

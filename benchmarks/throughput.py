@@ -1,7 +1,7 @@
 """Training throughput on one device, like for like: this plugin's recipe step vs lightly's SwAV
 vs our on-device ceiling.
 
-    python benchmarks/throughput.py                       # GPU: recipes/cifar10.yaml as it is
+    python benchmarks/throughput.py                       # GPU: recipes/cifar10_multicrop.yaml as it is
     python benchmarks/throughput.py --device cpu --batch-size 8 --steps 3 --warmup 1 \
         --repeats 1 --workers 0 --precision 32 \
         --set method.head.num_prototypes=8 --set method.head.hidden_dim=64  # a CPU-sized check
@@ -235,7 +235,7 @@ def crop_runs(groups: list[dict[str, Any]]) -> list[tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "cifar10.yaml")
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "cifar10_multicrop.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe override, as swav-train takes them (repeatable)")
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu")

@@ -10,6 +10,7 @@ import pytest
 from swav_plugin.host.dry_run import launch_world_size
 from swav_plugin.host.recipe import load_recipe
 from swav_plugin.swav.module import TrainingPlan
+from tests.test_recipe_provenance import SOURCES
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
@@ -24,9 +25,11 @@ EXPECTED = {
     "demo_digits.yaml": dict(global_batch=64, lr=0.15, steps_per_epoch=21, warmup_steps=42,
                              prototypes=60, queue=0),
     "cifar10.yaml": dict(global_batch=256, lr=0.6, steps_per_epoch=195, warmup_steps=1950,
-                         prototypes=100, queue=0),
+                         prototypes=3000, queue=3840),
+    "cifar10_multicrop.yaml": dict(global_batch=256, lr=0.6, steps_per_epoch=195,
+                                   warmup_steps=1950, prototypes=100, queue=0),
     "cifar100.yaml": dict(global_batch=256, lr=0.6, steps_per_epoch=195, warmup_steps=1950,
-                          prototypes=1000, queue=3840),
+                          prototypes=3000, queue=3840),
     "stl10.yaml": dict(global_batch=256, lr=0.6, steps_per_epoch=390, warmup_steps=3900,
                        prototypes=200, queue=0),
     # the official small-batch run: 5004 steps per epoch, no warm-up, queue from epoch 15
@@ -88,13 +91,15 @@ def test_gpu_recipes_use_the_lean_step_and_imagenet_uses_sync_batchnorm():
         trainer = recipe["trainer"]
         if name.startswith("demo"):
             continue
-        assert trainer["accelerator"] == "gpu" and trainer["precision"] == "bf16-mixed"
-        assert recipe["method"]["channels_last"]
+        assert trainer["accelerator"] == "gpu" and recipe["method"]["channels_last"]
+        if name.startswith("imagenet"):
+            assert trainer["sync_batchnorm"] and trainer["strategy"] == "ddp"
+        if name in SOURCES:  # precision and augmentation are the source's (its own test)
+            continue
+        assert trainer["precision"] == "bf16-mixed"
         # in-memory data sets augment on the GPU; image folders keep torchvision's exact crops
         expected = "cpu" if name.startswith("imagenet") else "gpu"
         assert recipe["data"].get("augment", "cpu") == expected
-        if name.startswith("imagenet"):
-            assert trainer["sync_batchnorm"] and trainer["strategy"] == "ddp"
 
 
 #: Shrink what a 2-core CPU cannot run (backbone width, batch) and keep the structure: crops,
@@ -103,7 +108,8 @@ def test_gpu_recipes_use_the_lean_step_and_imagenet_uses_sync_batchnorm():
 RESNET18 = ["method.backbone.name=resnet18", "method.head.input_dim=512"]
 SHRINK = {
     "demo_digits.yaml": [],
-    "cifar10.yaml": ["data.batch_size=100"],
+    "cifar10.yaml": ["data.batch_size=16"],
+    "cifar10_multicrop.yaml": ["data.batch_size=100"],
     "cifar100.yaml": ["data.batch_size=16"],
     "stl10.yaml": ["data.batch_size=200"],
     "imagenet_bs256.yaml": [*RESNET18, "data.batch_size=4"],
