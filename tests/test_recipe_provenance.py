@@ -94,9 +94,14 @@ CROPS = "swav src/multicropdataset.py"
 
 def official_imagenet(script: str, *, gpus: int, nodes: int, epochs: int, base_lr: float,
                       final_lr: float, warmup_epochs: int, start_warmup: float, freeze: int,
-                      queue: int) -> list[tuple]:
+                      queue: int, sync_bn: str) -> list[tuple]:
     args = f"swav scripts/{script}"
+    # --sync_bn apex groups the ranks by --syncbn_process_group_size (default 8) once the world
+    # holds at least 8; --sync_bn pytorch synchronises over all of them
+    group = 8 if sync_bn == "apex" and gpus * nodes // 8 > 0 else None
     return [
+        ("trainer.sync_batchnorm_group_size", group,
+         f"{args}: --sync_bn {sync_bn}; {MAIN}: --syncbn_process_group_size default 8"),
         ("method.backbone.name", "resnet50", f"{args}: --arch resnet50"),
         ("method.backbone.zero_init_residual", False, "swav src/resnet50.py: default"),
         ("method.head.hidden_dim", 2048, f"{MAIN}: --hidden_mlp default"),
@@ -166,13 +171,13 @@ SOURCES = {
         ["scripts/swav_800ep_pretrain.sh"],
         official_imagenet("swav_800ep_pretrain.sh", gpus=8, nodes=8, epochs=800, base_lr=4.8,
                           final_lr=0.0048, warmup_epochs=10, start_warmup=0.3, freeze=313,
-                          queue=0),
+                          queue=0, sync_bn="apex"),
     ),
     "imagenet_bs256.yaml": (
         ["scripts/swav_200ep_bs256_pretrain.sh"],
         official_imagenet("swav_200ep_bs256_pretrain.sh", gpus=4, nodes=1, epochs=200,
                           base_lr=0.6, final_lr=0.0006, warmup_epochs=0, start_warmup=0.0,
-                          freeze=5005, queue=3840),
+                          freeze=5005, queue=3840, sync_bn="pytorch"),
     ),
 }
 
@@ -187,9 +192,12 @@ def header(name: str) -> str:
 
 
 def value_at(recipe: dict, key: str):
+    """The value at a dotted key; an unset runner-own trainer key is None, anything else fails."""
     node = recipe
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
+            if key == "trainer.sync_batchnorm_group_size":
+                return None
             raise AssertionError(f"the recipe does not set {key}")
         node = node[part]
     return node

@@ -47,8 +47,11 @@ from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.progress import LoggingStepProgressBar
 from swav_plugin.host.recipe import build_component, call_with_kwargs, load_recipe, resolve_kwargs
 from swav_plugin.host.registry import REGISTRIES
+from swav_plugin.host.sync_batchnorm import GroupedSyncBatchNorm
 
 #: Trainer arguments the runner owns; a recipe configures them through ``run``.
+#: The runner's own trainer key: batch norm synchronised within groups of this many ranks.
+GROUP_SIZE_KEY = "sync_batchnorm_group_size"
 RUNNER_OWNED = {
     "default_root_dir": "set run.output_dir instead",
     "logger": "the runner logs to CSV in run.output_dir",
@@ -131,13 +134,31 @@ def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"trainer.{key} cannot be set in a recipe (got {section[key]!r}): {why}"
             )
-    checked = resolve_kwargs(pl.Trainer, section, "trainer")
+    group_size = section.get(GROUP_SIZE_KEY)
+    lightning = {k: v for k, v in section.items() if k != GROUP_SIZE_KEY}
+    checked = resolve_kwargs(pl.Trainer, lightning, "trainer")
+    if group_size is not None:
+        _check_group_size(group_size, section)
     for key, allowed in (("devices", "a positive number, -1 (all), 'auto' or a list of ids"),
                          ("num_nodes", "a positive number")):
         value = section.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value < 1 and value != -1:
             raise ConfigError(f"trainer.{key}: expected {allowed}, got {value}")
-    return {k: v for k, v in checked.items() if k in section}
+    return {**{k: v for k, v in checked.items() if k in section},
+            **({GROUP_SIZE_KEY: group_size} if group_size is not None else {})}
+
+
+def _check_group_size(group_size: Any, section: Mapping[str, Any]) -> None:
+    key = f"trainer.{GROUP_SIZE_KEY}"
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
+        raise ConfigError(f"{key}: expected a positive number of ranks, got {group_size!r}")
+    if not section.get("sync_batchnorm"):
+        raise ConfigError(f"{key} groups synchronised batch norm: set trainer.sync_batchnorm: "
+                          "true, or remove it")
+    world = launch_world_size(section)
+    if world is not None and world % group_size:
+        raise ConfigError(f"{key}: {group_size} does not divide the launch's {world} ranks "
+                          "(devices x num_nodes); choose a divisor, e.g. trainer.devices")
 
 
 def check_devices_present(section: Mapping[str, Any]) -> None:
@@ -217,13 +238,17 @@ def build(
         # logging step before it
         callbacks.append(LoggingStepProgressBar())
     callbacks += [*listed, *extra_callbacks]
+    lightning = {k: v for k, v in recipe["trainer"].items() if k != GROUP_SIZE_KEY}
+    plugins: list[Any] = [VerifiedCheckpointIO()]
+    if recipe["trainer"].get(GROUP_SIZE_KEY) is not None:
+        plugins.append(GroupedSyncBatchNorm(recipe["trainer"][GROUP_SIZE_KEY]))
     try:
         trainer = pl.Trainer(
-            **recipe["trainer"],
+            **lightning,
             default_root_dir=out,
             logger=RunLogger(out),
             callbacks=callbacks,
-            plugins=[VerifiedCheckpointIO()],
+            plugins=plugins,
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"trainer: {exc}") from exc
