@@ -1,7 +1,7 @@
 """Operations and time per batch of ``data.augment: gpu`` for a recipe: on the device, and in
 the DataLoader worker that draws the batch's random parameters.
 
-    python benchmarks/augment_ops.py                               # recipes/cifar10_multicrop.yaml, CPU
+    python benchmarks/augment_ops.py                  # recipes/cifar10_multicrop.yaml, CPU
     python benchmarks/augment_ops.py --device cuda --recipe recipes/cifar10_multicrop.yaml \
         --recipe recipes/stl10.yaml
 
@@ -30,7 +30,8 @@ from harness import NATIVE_SIZE, pick_device, synchronize
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from swav_plugin.host.plugins import load_plugins
-from swav_plugin.host.recipe import build_component, load_recipe
+from swav_plugin.host.recipe import build_component
+from swav_plugin.host.resolve import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_BUDGET = {"cifar10_multicrop.yaml": 150}
@@ -89,7 +90,8 @@ def measure(path: Path, device: str, repeats: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", type=Path, action="append",
-                        help="a recipe with data.augment: gpu (repeatable; default cifar10_multicrop.yaml)")
+                        help="a recipe with data.augment: gpu (repeatable; default "
+                             "cifar10_multicrop.yaml)")
     parser.add_argument("--device", default="cpu", help="auto, cuda or cpu (the crops' device)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", type=Path, help="also write the results as JSON")

@@ -1,7 +1,8 @@
 """Host reads of device values per training step, for a recipe run through the runner.
 
     python benchmarks/device_reads.py                       # the demo recipe, 42 steps, CPU
-    python benchmarks/device_reads.py --recipe recipes/cifar10_multicrop.yaml --device cuda --sync-debug
+    python benchmarks/device_reads.py --recipe recipes/cifar10_multicrop.yaml --device cuda \
+        --sync-debug
 
 Trains the recipe as ``swav-train`` does (every callback of the runner, the recipe's
 optimiser, logging interval and checkpoints) with
@@ -31,7 +32,7 @@ from harness import NATIVE_SIZE, pick_device
 from swav_plugin.host.device_reads import DeviceReadCounter
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.read_steps import DEFAULT_INTERVAL
-from swav_plugin.host.recipe import load_recipe
+from swav_plugin.host.resolve import load_recipe
 from swav_plugin.host.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Training throughput on one device, like for like: this plugin's recipe step vs lightly's SwAV
 vs our on-device ceiling.
 
-    python benchmarks/throughput.py                       # GPU: recipes/cifar10_multicrop.yaml as it is
+    python benchmarks/throughput.py          # GPU: recipes/cifar10_multicrop.yaml as it is
     python benchmarks/throughput.py --device cpu --batch-size 8 --steps 3 --warmup 1 \
         --repeats 1 --workers 0 --precision 32 \
         --set method.head.num_prototypes=8 --set method.head.hidden_dim=64  # a CPU-sized check
@@ -61,10 +61,11 @@ from lightly.utils.lars import LARS
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from swav_plugin.host.build import build
 from swav_plugin.host.data_wait import DataWaitMonitor
 from swav_plugin.host.plugins import load_plugins
-from swav_plugin.host.recipe import build_component, load_recipe, resolve
-from swav_plugin.host.runner import build
+from swav_plugin.host.recipe import build_component
+from swav_plugin.host.resolve import load_recipe, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFETCH_FACTOR = 2  # the DataLoader's default

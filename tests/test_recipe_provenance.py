@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from swav_plugin.host.recipe import load_recipe, resolve
+from swav_plugin.host.resolve import load_recipe, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 

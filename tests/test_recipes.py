@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from swav_plugin.host.dry_run import launch_world_size
-from swav_plugin.host.recipe import load_recipe
+from swav_plugin.host.resolve import load_recipe
+from swav_plugin.host.sections import launch_world_size
 from swav_plugin.swav.module import TrainingPlan
 from tests.test_recipe_provenance import SOURCES
 

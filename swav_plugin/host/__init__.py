@@ -4,10 +4,11 @@ Nothing here knows about SwAV; methods enter only through the registries, normal
 plugin's entry point (see :mod:`swav_plugin.host.plugins`).
 """
 
+from swav_plugin.host.build import build
 from swav_plugin.host.device_reads import DeviceReadCounter
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
-from swav_plugin.host.recipe import build_component, load_recipe, resolve
+from swav_plugin.host.recipe import build_component
 from swav_plugin.host.registry import (
     BACKBONES,
     CALLBACKS,
@@ -21,7 +22,8 @@ from swav_plugin.host.registry import (
     TRANSFORMS,
     Registry,
 )
-from swav_plugin.host.runner import build, main, run
+from swav_plugin.host.resolve import load_recipe, resolve
+from swav_plugin.host.runner import main, run
 
 __all__ = [
     "BACKBONES",

@@ -30,9 +30,11 @@ from PIL import Image
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset
 
+from swav_plugin.host.build import build
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.recipe import build_component, resolve_component
 from swav_plugin.host.registry import DATASETS
+from swav_plugin.host.sections import launch_world_size
 
 #: Reduced precisions a CPU rehearsal replaces with fp32: fp16 does not run there and bf16 is
 #: emulated on CPUs without native bf16 (30x slower than fp32 on the AVX2 machines of CI). The
@@ -137,16 +139,6 @@ class DryRunReport(Callback):
         )
 
 
-def launch_world_size(trainer_section: Mapping[str, Any]) -> int | None:
-    """``devices × num_nodes`` when the recipe states them as numbers, else ``None``."""
-    devices, nodes = trainer_section.get("devices", 1), trainer_section.get("num_nodes", 1)
-    if isinstance(devices, list):
-        devices = len(devices)
-    if isinstance(devices, int) and devices > 0 and isinstance(nodes, int):
-        return devices * nodes
-    return None
-
-
 def rehearsal_recipe(recipe: dict[str, Any], steps: int, output_dir: str) -> dict[str, Any]:
     """The recipe with random data, one device, ``steps`` steps and a throw-away output dir."""
     rehearsal = copy.deepcopy(recipe)
@@ -173,8 +165,6 @@ def rehearsal_recipe(recipe: dict[str, Any], steps: int, output_dir: str) -> dic
 
 def dry_run(recipe: dict[str, Any], steps: int = 2) -> list[StepRecord]:
     """Rehearse a resolved recipe (see the module docstring); returns the step records."""
-    from swav_plugin.host.runner import build  # the runner imports this module: import late
-
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {steps}")
     planned = launch_world_size(recipe["trainer"])

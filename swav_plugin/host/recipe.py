@@ -10,8 +10,8 @@ A recipe has four sections::
 A *component node* is a registered name or a mapping ``{name: ..., **kwargs}``. An argument
 whose parameter name is a registry kind (``backbone``, ``head``, ``loss``, ...) is itself a
 component node of that kind. Every key is checked against the factory's signature and type
-hints before anything is built, and :func:`resolve` fills in the defaults so that the saved
-recipe states every value the run used.
+hints before anything is built, and :func:`swav_plugin.host.resolve.resolve` fills in the
+defaults so that the saved recipe states every value the run used.
 """
 
 from __future__ import annotations
@@ -118,47 +118,6 @@ def apply_overrides(recipe: dict[str, Any], overrides: Sequence[str]) -> dict[st
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Read, override and resolve a recipe: the single entry point used by the runner."""
-    return resolve(apply_overrides(read_recipe(path), overrides))
-
-
-def resolve(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every section against the signatures it maps onto and fill in defaults."""
-    from swav_plugin.host.data import DataModule
-    from swav_plugin.host.runner import RunOptions, check_trainer_section
-
-    unknown = [k for k in recipe if k not in SECTIONS]
-    if unknown:
-        raise ConfigError(_unknown_key_message("recipe", unknown[0], SECTIONS))
-    if "method" not in recipe:
-        raise ConfigError("recipe has no 'method' section; add e.g. 'method: swav'")
-    return {
-        "method": resolve_component(recipe["method"], "method", "method"),
-        "data": resolve_kwargs(DataModule, _section(recipe, "data"), "data"),
-        "trainer": check_trainer_section(_section(recipe, "trainer")),
-        "run": resolve_kwargs(RunOptions, _section(recipe, "run"), "run"),
-        "callbacks": [
-            resolve_component(node, "callback", f"callbacks[{i}]")
-            for i, node in enumerate(_callbacks_section(recipe))
-        ],
-    }
-
-
-def _callbacks_section(recipe: Mapping[str, Any]) -> list[Any]:
-    value = recipe.get("callbacks") or []
-    if not isinstance(value, list):
-        raise ConfigError(f"recipe section 'callbacks' must be a list of callbacks, got {value!r}")
-    return value
-
-
-def _section(recipe: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = recipe.get(name) or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"recipe section '{name}' must be a mapping, got {value!r}")
-    return value
-
-
 def resolve_component(node: Any, kind: str, path: str) -> dict[str, Any]:
     """Resolve a component node of ``kind`` into ``{name: ..., **all_kwargs}``."""
     if isinstance(node, str):
@@ -182,7 +141,7 @@ def resolve_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path:
     resolved: dict[str, Any] = {}
     for key, value in kwargs.items():
         if key not in params and not accepts_any:
-            raise ConfigError(_unknown_key_message(path, key, list(params), _describe(factory)))
+            raise ConfigError(unknown_key_message(path, key, list(params), _describe(factory)))
         if key in REGISTRIES and value is not None:
             resolved[key] = resolve_component(value, key, f"{path}.{key}")
         else:
@@ -252,7 +211,7 @@ def _describe(factory: Callable[..., Any]) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
-def _unknown_key_message(path: str, key: str, valid: Sequence[str], owner: str = "") -> str:
+def unknown_key_message(path: str, key: str, valid: Sequence[str], owner: str = "") -> str:
     close = difflib.get_close_matches(key, list(valid), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     of = f" of {owner}" if owner else ""

@@ -21,43 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from swav_plugin.host.atomic import save_yaml_atomic
+from swav_plugin.host.build import build
 from swav_plugin.host.checkpointing import (
     LAST,
     PREEMPTED_EXIT,
-    Checkpoints,
-    VerifiedCheckpointIO,
     latest_good_checkpoint,
     read_checkpoint,
     step_checkpoints,
 )
-from swav_plugin.host.data import DataModule
-from swav_plugin.host.data_wait import DataWaitMonitor
-from swav_plugin.host.dry_run import StepRecord, dry_run, launch_world_size
+from swav_plugin.host.dry_run import StepRecord, dry_run
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.health import NonFiniteGuard, TrainingStopped
-from swav_plugin.host.metrics_log import RunLogger
+from swav_plugin.host.health import TrainingStopped
 from swav_plugin.host.plugins import load_plugins
-from swav_plugin.host.progress import LoggingStepProgressBar
-from swav_plugin.host.recipe import build_component, call_with_kwargs, load_recipe, resolve_kwargs
 from swav_plugin.host.registry import REGISTRIES
-from swav_plugin.host.sync_batchnorm import GroupedSyncBatchNorm
-
-#: Trainer arguments the runner owns; a recipe configures them through ``run``.
-#: The runner's own trainer key: batch norm synchronised within groups of this many ranks.
-GROUP_SIZE_KEY = "sync_batchnorm_group_size"
-RUNNER_OWNED = {
-    "default_root_dir": "set run.output_dir instead",
-    "logger": "the runner logs to CSV in run.output_dir",
-    "callbacks": "list them in the recipe's top-level 'callbacks' section",
-}
-
+from swav_plugin.host.resolve import load_recipe
+from swav_plugin.host.sections import RunOptions
 
 #: Recipe keys a resumed run may change. Those of ``trainer`` (e.g. the device count or the
 #: precision) may change the result: a warning says so.
@@ -65,201 +47,6 @@ RESUMABLE_CHANGES = ("trainer", "run", "callbacks", "data.num_workers", "data.pi
 #: Keys that change only what is shown.
 COSMETIC = ("run", "data.num_workers", "data.pin_memory", "trainer.enable_progress_bar",
             "trainer.enable_model_summary", "trainer.log_every_n_steps")
-
-
-class RunOptions:
-    """The ``run`` section of a recipe.
-
-    Args:
-        output_dir: Directory for the resolved recipe, logs and checkpoints.
-        seed: Seed of the model's initialisation, the data order and every augmentation;
-            ``None``: drawn at random (and kept in the checkpoints).
-        resume: Continue from the newest good checkpoint in ``output_dir`` when there is one
-            (so the same command, run again after a crash or preemption, picks up where the
-            run stopped); ``false`` refuses to reuse a directory that holds checkpoints.
-        resume_from: A checkpoint of this recipe to start from when ``output_dir`` has no
-            checkpoints yet (model, optimizer, schedule, data position, seeds and the method's
-            own state, e.g. SwAV's queues); once it has, the run continues from its own.
-        checkpoint_every_n_steps: Optimizer steps between mid-epoch checkpoints (a checkpoint
-            is also written at every epoch end and when the run is stopped by a signal).
-        keep_checkpoints: How many of the newest checkpoints to keep.
-        max_nonfinite_steps: Steps with non-finite gradients are skipped; this many in a row
-            stop the run (see :mod:`swav_plugin.host.health`).
-    """
-
-    def __init__(
-        self,
-        output_dir: str = "runs/default",
-        seed: int | None = 0,
-        resume: bool = True,
-        resume_from: str | None = None,
-        checkpoint_every_n_steps: int | None = 500,
-        keep_checkpoints: int = 2,
-        max_nonfinite_steps: int = 20,
-    ) -> None:
-        own = Path(output_dir) / "checkpoints"
-        if resume_from is not None and not Path(resume_from).is_file() and not (
-            resume and step_checkpoints(own)
-        ):
-            raise ConfigError(
-                f"run.resume_from: checkpoint '{resume_from}' does not exist; fix the path"
-            )
-        if checkpoint_every_n_steps is not None and checkpoint_every_n_steps < 1:
-            raise ConfigError(
-                f"run.checkpoint_every_n_steps: expected a positive number of steps or null "
-                f"(epoch ends only), got {checkpoint_every_n_steps}"
-            )
-        if keep_checkpoints < 1:
-            raise ConfigError(
-                f"run.keep_checkpoints: expected at least 1 (2 keeps a fallback), got "
-                f"{keep_checkpoints}"
-            )
-        if max_nonfinite_steps < 1:
-            raise ConfigError(
-                f"run.max_nonfinite_steps: expected at least 1, got {max_nonfinite_steps}"
-            )
-        self.output_dir = Path(output_dir)
-        self.seed = seed
-        self.resume = resume
-        self.resume_from = resume_from
-        self.checkpoint_every_n_steps = checkpoint_every_n_steps
-        self.keep_checkpoints = keep_checkpoints
-        self.max_nonfinite_steps = max_nonfinite_steps
-
-
-def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the ``trainer`` section against ``pl.Trainer``'s signature and types."""
-    for key, why in RUNNER_OWNED.items():
-        if key in section:
-            raise ConfigError(
-                f"trainer.{key} cannot be set in a recipe (got {section[key]!r}): {why}"
-            )
-    group_size = section.get(GROUP_SIZE_KEY)
-    lightning = {k: v for k, v in section.items() if k != GROUP_SIZE_KEY}
-    checked = resolve_kwargs(pl.Trainer, lightning, "trainer")
-    if group_size is not None:
-        _check_group_size(group_size, section)
-    for key, allowed in (("devices", "a positive number, -1 (all), 'auto' or a list of ids"),
-                         ("num_nodes", "a positive number")):
-        value = section.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value < 1 and value != -1:
-            raise ConfigError(f"trainer.{key}: expected {allowed}, got {value}")
-    return {**{k: v for k, v in checked.items() if k in section},
-            **({GROUP_SIZE_KEY: group_size} if group_size is not None else {})}
-
-
-def _check_group_size(group_size: Any, section: Mapping[str, Any]) -> None:
-    key = f"trainer.{GROUP_SIZE_KEY}"
-    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
-        raise ConfigError(f"{key}: expected a positive number of ranks, got {group_size!r}")
-    if not section.get("sync_batchnorm"):
-        raise ConfigError(f"{key} groups synchronised batch norm: set trainer.sync_batchnorm: "
-                          "true, or remove it")
-    world = launch_world_size(section)
-    if world is not None and world % group_size:
-        raise ConfigError(f"{key}: {group_size} does not divide the launch's {world} ranks "
-                          "(devices x num_nodes); choose a divisor, e.g. trainer.devices")
-
-
-def check_devices_present(section: Mapping[str, Any]) -> None:
-    """Refuse a GPU recipe on a machine without (enough) GPUs, in one line naming the fix."""
-    accelerator = section.get("accelerator", "auto")
-    if accelerator not in ("gpu", "cuda"):
-        return
-    if accelerator == "gpu" and torch.backends.mps.is_available():
-        return  # Lightning's 'gpu' is Apple's MPS there
-    available = torch.cuda.device_count()
-    if available == 0:
-        raise ConfigError(
-            f"trainer.accelerator: {accelerator!r} but no GPU is available on this machine "
-            "(torch.cuda.device_count() is 0); set trainer.accelerator: cpu, or run on a "
-            "machine with a GPU"
-        )
-    devices = section.get("devices", "auto")
-    if isinstance(devices, int) and not isinstance(devices, bool) and devices > available:
-        raise ConfigError(
-            f"trainer.devices: {devices} GPUs asked for but this machine has {available}; set "
-            f"trainer.devices to at most {available} (or -1: all of them)"
-        )
-
-
-class RecipeCallback(Callback):
-    """Saves the resolved recipe beside the run and inside every checkpoint."""
-
-    def __init__(self, recipe: dict[str, Any], output_dir: Path) -> None:
-        self.recipe = recipe
-        self.output_dir = output_dir
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            save_yaml_atomic(self.recipe, self.output_dir / "recipe.yaml")
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        checkpoint["recipe"] = self.recipe
-
-
-def build(
-    recipe: dict[str, Any],
-    extra_callbacks: Sequence[Callback] = (),
-    planned_world_size: int | None = None,
-) -> tuple[pl.LightningModule, DataModule, pl.Trainer]:
-    """Build the method, the data and the trainer of a resolved recipe; writes nothing.
-
-    A method's ``check_launch(datamodule, trainer_section, world_size)``, if it has one, runs
-    before the Trainer is built, with ``planned_world_size`` (a dry run's launch) or the
-    recipe's ``devices × num_nodes`` (``None`` when not stated as numbers): a recipe that
-    cannot run is refused before Lightning starts or anything is written.
-    """
-    options = RunOptions(**recipe["run"])
-    if options.seed is not None:
-        pl.seed_everything(options.seed, workers=True, verbose=False)
-    method = build_component(recipe["method"], "method")
-    data = call_with_kwargs(DataModule, recipe["data"], "data")
-    data.seed = options.seed
-    if planned_world_size is not None and hasattr(method, "planned_world_size"):
-        method.planned_world_size = planned_world_size
-    check_launch = getattr(method, "check_launch", None)
-    if callable(check_launch):
-        world_size = planned_world_size or launch_world_size(recipe["trainer"])
-        check_launch(data, recipe["trainer"], world_size)
-    check_devices_present(recipe["trainer"])
-    listed = [build_component(node, "callback", f"callbacks[{i}]")
-              for i, node in enumerate(recipe.get("callbacks", []))]
-    out = options.output_dir
-    checkpoints = Checkpoints(
-        out / "checkpoints", options.checkpoint_every_n_steps, options.keep_checkpoints
-    )
-    callbacks = [checkpoints, RecipeCallback(recipe, out), DataWaitMonitor(),
-                 NonFiniteGuard(options.max_nonfinite_steps)]
-    if recipe["trainer"].get("enable_progress_bar", True):
-        # before the recipe's callbacks: its redraw at a batch's start belongs to the
-        # logging step before it
-        callbacks.append(LoggingStepProgressBar())
-    callbacks += [*listed, *extra_callbacks]
-    lightning = {k: v for k, v in recipe["trainer"].items() if k != GROUP_SIZE_KEY}
-    plugins: list[Any] = [VerifiedCheckpointIO()]
-    if recipe["trainer"].get(GROUP_SIZE_KEY) is not None:
-        plugins.append(GroupedSyncBatchNorm(recipe["trainer"][GROUP_SIZE_KEY]))
-    try:
-        trainer = pl.Trainer(
-            **lightning,
-            default_root_dir=out,
-            logger=RunLogger(out),
-            callbacks=callbacks,
-            plugins=plugins,
-        )
-    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
-        raise ConfigError(f"trainer: {exc}") from exc
-    except ImportError as exc:  # e.g. accelerator: tpu without torch_xla
-        section = recipe["trainer"]
-        raise ConfigError(
-            f"trainer: accelerator={section.get('accelerator', 'auto')!r}, "
-            f"strategy={section.get('strategy', 'auto')!r} need a package that is not "
-            f"installed ({exc}); install it or choose another accelerator / strategy"
-        ) from exc
-    return method, data, trainer
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:

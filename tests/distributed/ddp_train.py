@@ -13,8 +13,8 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 from swav_plugin.host.plugins import load_plugins
-from swav_plugin.host.recipe import resolve
 from swav_plugin.host.registry import DATASETS
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 from swav_plugin.zoo.datasets import digits
 

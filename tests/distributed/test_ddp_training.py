@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from swav_plugin.host.recipe import resolve
-from swav_plugin.host.runner import build
+from swav_plugin.host.build import build
+from swav_plugin.host.resolve import resolve
 
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from swav_plugin.evaluation.features import features_of, load_checkpoint
 from swav_plugin.host.atomic import file_digest
 from swav_plugin.host.checkpointing import write_checkpoint
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.recipe import resolve
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 
 

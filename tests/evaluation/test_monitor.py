@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.recipe import resolve
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 
 MONITOR = {

@@ -17,8 +17,9 @@ from PIL import Image
 
 from swav_plugin.evaluation.features import labelled_splits, load_checkpoint
 from swav_plugin.host.export import export
-from swav_plugin.host.recipe import build_component, resolve
+from swav_plugin.host.recipe import build_component
 from swav_plugin.host.registry import DATASETS
+from swav_plugin.host.resolve import resolve
 from swav_plugin.zoo.datasets import ImageArrayDataset
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,8 +24,8 @@ from swav_plugin.host.checkpointing import (
     write_checkpoint,
 )
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.recipe import resolve
 from swav_plugin.host.registry import METHODS
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import main, run
 
 

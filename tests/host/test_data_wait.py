@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 
 from swav_plugin.host.data import TransformedDataset
 from swav_plugin.host.data_wait import DataWaitMonitor
-from swav_plugin.host.recipe import resolve
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 
 

@@ -14,7 +14,7 @@ import torch
 from lightly.utils.lars import LARS
 
 from swav_plugin.host.device_reads import DeviceReadCounter
-from swav_plugin.host.recipe import resolve
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 from swav_plugin.swav import module as swav_module
 

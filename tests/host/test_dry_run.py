@@ -4,8 +4,9 @@ import pytest
 import torch
 import yaml
 
-from swav_plugin.host.dry_run import RandomImages, describe_batch, launch_world_size
+from swav_plugin.host.dry_run import RandomImages, describe_batch
 from swav_plugin.host.runner import main
+from swav_plugin.host.sections import launch_world_size
 
 
 def test_random_images_are_reproducible_and_sized():

@@ -2,7 +2,7 @@ import copy
 import csv
 
 from swav_plugin.host.progress import LoggingStepProgressBar
-from swav_plugin.host.recipe import resolve
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 
 

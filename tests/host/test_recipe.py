@@ -4,13 +4,8 @@ import pytest
 import yaml
 
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.recipe import (
-    apply_overrides,
-    build_component,
-    load_recipe,
-    read_recipe,
-    resolve,
-)
+from swav_plugin.host.recipe import apply_overrides, build_component, read_recipe
+from swav_plugin.host.resolve import load_recipe, resolve
 
 
 def write(tmp_path, recipe, name="recipe.yaml"):
@@ -52,7 +47,8 @@ def test_bare_method_name_is_a_component_node(tiny_recipe):
                              "method.head.name=swav_head", "method.head.input_dim=512"])
     resolved = resolve(recipe)
     assert resolved["method"]["name"] == "swav"
-    assert resolved["method"]["backbone"] == {"name": "resnet18_cifar", "zero_init_residual": False}
+    assert resolved["method"]["backbone"] == {"name": "resnet18_cifar", "zero_init_residual": False,
+                                              "stem_padding": 1}
 
 
 def test_overrides_parse_yaml_values(tiny_recipe):

@@ -10,8 +10,8 @@ import torch
 import yaml
 from torch import nn
 
-from swav_plugin.host.recipe import resolve
 from swav_plugin.host.registry import BACKBONES, METHODS
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import main, run
 
 
@@ -100,4 +100,5 @@ def test_cli_error_is_one_line_exit_2_and_writes_nothing(tiny_recipe, tmp_path):
 def test_cli_lists_components(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
-    assert "method: swav" in out and "backbone: resnet18, resnet18_cifar, resnet50, resnet_small" in out
+    assert "method: swav" in out
+    assert "backbone: resnet18, resnet18_cifar, resnet50, resnet_small" in out

@@ -9,9 +9,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from swav_plugin.host.build import build
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.recipe import resolve
-from swav_plugin.host.runner import build
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.sync_batchnorm import GroupedSyncBatchNorm, consecutive_groups
 
 

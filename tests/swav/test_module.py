@@ -7,9 +7,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from swav_plugin.host.build import build
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.recipe import resolve
-from swav_plugin.host.runner import build, run
+from swav_plugin.host.resolve import resolve
+from swav_plugin.host.runner import run
 from swav_plugin.swav.module import SwAV
 from swav_plugin.zoo.larc import LARC
 

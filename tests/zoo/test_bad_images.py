@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import RandomResizedCrop
 
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.recipe import resolve
 from swav_plugin.host.registry import DATASETS
+from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 from swav_plugin.swav.gpu_multicrop import GPUMultiCrop
 from swav_plugin.zoo.images import SkippingImageFolder, load_rgb, to_rgb

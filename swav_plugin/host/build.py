@@ -1,0 +1,129 @@
+"""Build the method, the data module and the trainer of a resolved recipe, writing nothing.
+
+The runner's callbacks (checkpoints, the recipe in every checkpoint, data wait, the
+non-finite guard, the progress bar) come first, then the recipe's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import Callback
+
+from swav_plugin.host.atomic import save_yaml_atomic
+from swav_plugin.host.checkpointing import Checkpoints, VerifiedCheckpointIO
+from swav_plugin.host.data import DataModule
+from swav_plugin.host.data_wait import DataWaitMonitor
+from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.health import NonFiniteGuard
+from swav_plugin.host.metrics_log import RunLogger
+from swav_plugin.host.progress import LoggingStepProgressBar
+from swav_plugin.host.recipe import build_component, call_with_kwargs
+from swav_plugin.host.sections import GROUP_SIZE_KEY, RunOptions, launch_world_size
+from swav_plugin.host.sync_batchnorm import GroupedSyncBatchNorm
+
+
+def check_devices_present(section: Mapping[str, Any]) -> None:
+    """Refuse a GPU recipe on a machine without (enough) GPUs, in one line naming the fix."""
+    accelerator = section.get("accelerator", "auto")
+    if accelerator not in ("gpu", "cuda"):
+        return
+    if accelerator == "gpu" and torch.backends.mps.is_available():
+        return  # Lightning's 'gpu' is Apple's MPS there
+    available = torch.cuda.device_count()
+    if available == 0:
+        raise ConfigError(
+            f"trainer.accelerator: {accelerator!r} but no GPU is available on this machine "
+            "(torch.cuda.device_count() is 0); set trainer.accelerator: cpu, or run on a "
+            "machine with a GPU"
+        )
+    devices = section.get("devices", "auto")
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > available:
+        raise ConfigError(
+            f"trainer.devices: {devices} GPUs asked for but this machine has {available}; set "
+            f"trainer.devices to at most {available} (or -1: all of them)"
+        )
+
+
+class RecipeCallback(Callback):
+    """Saves the resolved recipe beside the run and inside every checkpoint."""
+
+    def __init__(self, recipe: dict[str, Any], output_dir: Path) -> None:
+        self.recipe = recipe
+        self.output_dir = output_dir
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            save_yaml_atomic(self.recipe, self.output_dir / "recipe.yaml")
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["recipe"] = self.recipe
+
+
+def build(
+    recipe: dict[str, Any],
+    extra_callbacks: Sequence[Callback] = (),
+    planned_world_size: int | None = None,
+) -> tuple[pl.LightningModule, DataModule, pl.Trainer]:
+    """Build the method, the data and the trainer of a resolved recipe; writes nothing.
+
+    A method's ``check_launch(datamodule, trainer_section, world_size)``, if it has one, runs
+    before the Trainer is built, with ``planned_world_size`` (a dry run's launch) or the
+    recipe's ``devices × num_nodes`` (``None`` when not stated as numbers): a recipe that
+    cannot run is refused before Lightning starts or anything is written.
+    """
+    options = RunOptions(**recipe["run"])
+    if options.seed is not None:
+        pl.seed_everything(options.seed, workers=True, verbose=False)
+    method = build_component(recipe["method"], "method")
+    data = call_with_kwargs(DataModule, recipe["data"], "data")
+    data.seed = options.seed
+    if planned_world_size is not None and hasattr(method, "planned_world_size"):
+        method.planned_world_size = planned_world_size
+    check_launch = getattr(method, "check_launch", None)
+    if callable(check_launch):
+        world_size = planned_world_size or launch_world_size(recipe["trainer"])
+        check_launch(data, recipe["trainer"], world_size)
+    check_devices_present(recipe["trainer"])
+    listed = [build_component(node, "callback", f"callbacks[{i}]")
+              for i, node in enumerate(recipe.get("callbacks", []))]
+    out = options.output_dir
+    checkpoints = Checkpoints(
+        out / "checkpoints", options.checkpoint_every_n_steps, options.keep_checkpoints
+    )
+    callbacks = [checkpoints, RecipeCallback(recipe, out), DataWaitMonitor(),
+                 NonFiniteGuard(options.max_nonfinite_steps)]
+    if recipe["trainer"].get("enable_progress_bar", True):
+        # before the recipe's callbacks: its redraw at a batch's start belongs to the
+        # logging step before it
+        callbacks.append(LoggingStepProgressBar())
+    callbacks += [*listed, *extra_callbacks]
+    lightning = {k: v for k, v in recipe["trainer"].items() if k != GROUP_SIZE_KEY}
+    plugins: list[Any] = [VerifiedCheckpointIO()]
+    if recipe["trainer"].get(GROUP_SIZE_KEY) is not None:
+        plugins.append(GroupedSyncBatchNorm(recipe["trainer"][GROUP_SIZE_KEY]))
+    try:
+        trainer = pl.Trainer(
+            **lightning,
+            default_root_dir=out,
+            logger=RunLogger(out),
+            callbacks=callbacks,
+            plugins=plugins,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"trainer: {exc}") from exc
+    except ImportError as exc:  # e.g. accelerator: tpu without torch_xla
+        section = recipe["trainer"]
+        raise ConfigError(
+            f"trainer: accelerator={section.get('accelerator', 'auto')!r}, "
+            f"strategy={section.get('strategy', 'auto')!r} need a package that is not "
+            f"installed ({exc}); install it or choose another accelerator / strategy"
+        ) from exc
+    return method, data, trainer
