@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/swav-train recipes/demo_digits.yaml run.output_dir=$(RUN)
 	$(BIN)/python eval/knn.py $(RUN)/checkpoints/last.ckpt --baselines
+	$(BIN)/python eval/linear.py $(RUN)/checkpoints/last.ckpt --baselines
 	$(BIN)/python eval/prototypes.py $(RUN)/checkpoints/last.ckpt
 
 lint: setup

@@ -98,3 +98,27 @@ def test_knn_scale_reports_time_and_memory(report):
         assert row["seconds"] > 0 and row["peak_rss_gib"] > 0
         assert row["seconds_for_50k_queries"] == row["seconds"] * 500
     assert "(extrapolated)" in report[1]
+
+
+@pytest.mark.slow
+def test_demo_seeds_tabulates_every_seed_and_their_mean(tmp_path):
+    out = tmp_path / "seeds.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/demo_seeds.py", "--seeds", "3", "4", "--runs",
+         str(tmp_path / "runs"), "--output", str(out), "--set", "trainer.max_epochs=1",
+         "trainer.limit_train_batches=2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert [s["seed"] for s in data["seeds"]] == [3, 4]
+    assert data["overrides"] == ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    pixels = [s["knn"]["raw_pixels"]["20"] for s in data["seeds"]]
+    assert pixels[0] == pixels[1]  # the pixels do not depend on the seed
+    linear = [s["linear"]["pretrained"] for s in data["seeds"]]
+    mean = sum(linear) / 2
+    std = abs(linear[0] - linear[1]) / 2 ** 0.5
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("| pretrained |"))
+    assert line.rstrip(" |").endswith(f"{mean:.2f} ± {std:.2f}")
+    verdict = "beats" if data["beaten"] else "does NOT beat"
+    assert f"pretrained backbone {verdict} random init and raw pixels at kNN k=20" in proc.stdout
