@@ -1,7 +1,7 @@
 """The demo over several seeds: pretrain, then kNN and linear probe beside their baselines.
 
     python benchmarks/demo_seeds.py                        # recipes/demo_digits.yaml, seeds 0 1 2
-    python benchmarks/demo_seeds.py --seeds 0 1 2 3 4 --output runs/demo_seeds.json
+    python benchmarks/demo_seeds.py --seeds 0 1 2 3 4 --output runs/demo_seeds.json --overwrite
 
 Each seed trains the recipe as ``make demo`` does (``run.seed`` set; the data split stays
 fixed), then runs ``eval/knn.py`` and ``eval/linear.py`` with ``--baselines`` (the random
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,11 +93,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="where each seed's run goes (RUNS/seed_N)")
     parser.add_argument("--target-k", default="20", help="the k the verdict compares at")
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete earlier runs of these seeds under --runs first")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="recipe overrides for every seed, e.g. trainer.max_epochs=40")
     args = parser.parse_args(argv)
     if not args.recipe.is_file():
         parser.error(f"no recipe at {args.recipe}")
+    earlier = [args.runs / f"seed_{s}" for s in args.seeds if (args.runs / f"seed_{s}").exists()]
+    if earlier and not args.overwrite:
+        parser.error(f"{earlier[0]} holds an earlier run (a run resumes, it does not retrain); "
+                     "pass --overwrite to delete it, or --runs DIR for new ones")
+    for path in earlier:
+        shutil.rmtree(path)
     results = []
     for seed in args.seeds:
         print(f"=== seed {seed}", flush=True)

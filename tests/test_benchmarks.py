@@ -122,3 +122,10 @@ def test_demo_seeds_tabulates_every_seed_and_their_mean(tmp_path):
     assert line.rstrip(" |").endswith(f"{mean:.2f} ± {std:.2f}")
     verdict = "beats" if data["beaten"] else "does NOT beat"
     assert f"pretrained backbone {verdict} random init and raw pixels at kNN k=20" in proc.stdout
+    again = subprocess.run(
+        [sys.executable, "benchmarks/demo_seeds.py", "--seeds", "4",
+         "--runs", str(tmp_path / "runs")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert again.returncode == 2 and "pass --overwrite to delete it" in again.stderr
+    assert (tmp_path / "runs" / "seed_4" / "checkpoints").is_dir()  # nothing deleted

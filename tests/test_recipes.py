@@ -22,8 +22,8 @@ DATASET_SIZES = {"digits": 1347, "cifar10": 50_000, "cifar100": 50_000, "stl10":
 #: What each recipe must derive at its launch: global batch, scaled lr, steps per epoch,
 #: warm-up steps, and the prototypes and queue it is meant to have.
 EXPECTED = {
-    "demo_digits.yaml": dict(global_batch=64, lr=0.15, steps_per_epoch=21, warmup_steps=42,
-                             prototypes=60, queue=0),
+    "demo_digits.yaml": dict(global_batch=64, lr=1.2, steps_per_epoch=21, warmup_steps=42,
+                             prototypes=150, queue=384),
     "cifar10.yaml": dict(global_batch=256, lr=0.6, steps_per_epoch=195, warmup_steps=1950,
                          prototypes=3000, queue=3840),
     "cifar10_multicrop.yaml": dict(global_batch=256, lr=0.6, steps_per_epoch=195,
