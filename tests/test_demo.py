@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from swav_plugin.evaluation.linear import linear_probe
 from swav_plugin.zoo.datasets import digits
@@ -81,7 +82,9 @@ def test_demo_pipeline(tmp_path):
         assert f"plot written to {out / 'eval' / name}" in printed
         assert (out / "eval" / name).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "eval" / "prototypes.json").read_text())
-    assert summary["num_prototypes"] == 60
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert summary["num_prototypes"] == recipe["method"]["head"]["num_prototypes"]
+    assert len(summary["samples_per_prototype"]) == summary["num_prototypes"]
     assert summary["num_samples"] == 1347
     assert sum(summary["samples_per_prototype"]) == 1347
 

@@ -130,7 +130,7 @@ def test_exported_weights_ask_for_the_training_checkpoint(capsys, content, tmp_p
 
 
 @pytest.mark.parametrize(("edit", "expected"), [
-    (lambda c: c["recipe"]["method"]["backbone"].update(name="resnet50"),
+    (lambda c: c["recipe"]["method"].update(backbone={"name": "resnet50"}),
      r"backbone 'resnet50'\): \d+ missing, 0 unexpected and \d+ mismatched keys \(e\.g\. "
      r"'backbone\.conv1\.weight' is \(64, 3, 3, 3\) in the file, \(64, 3, 7, 7\) in the model"),
     (lambda c: c["state_dict"].update({"backbone.extra": torch.zeros(2)}),
@@ -147,7 +147,7 @@ def test_weights_that_do_not_fit_the_recipe(capsys, content, tmp_path, edit, exp
 
 
 def test_weights_mismatch_in_a_real_process_has_no_traceback(content, tmp_path):
-    content["recipe"]["method"]["backbone"]["name"] = "resnet18"  # a 7×7 stem, not 3×3
+    content["recipe"]["method"]["backbone"] = {"name": "resnet18"}  # a 7×7 stem, not 3×3
     proc = subprocess.run([sys.executable, "eval/knn.py", str(save(content, tmp_path))],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
