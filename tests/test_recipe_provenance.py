@@ -98,10 +98,10 @@ def official_imagenet(script: str, *, gpus: int, nodes: int, epochs: int, base_l
     args = f"swav scripts/{script}"
     # --sync_bn apex groups the ranks by --syncbn_process_group_size (default 8) once the world
     # holds at least 8; --sync_bn pytorch synchronises over all of them
-    group = 8 if sync_bn == "apex" and gpus * nodes // 8 > 0 else None
-    return [
-        ("trainer.sync_batchnorm_group_size", group,
-         f"{args}: --sync_bn {sync_bn}; {MAIN}: --syncbn_process_group_size default 8"),
+    grouped = sync_bn == "apex" and gpus * nodes // 8 > 0
+    group_row = [("trainer.sync_batchnorm_group_size", 8,
+                  f"{args}: --sync_bn apex; {MAIN}: --syncbn_process_group_size default 8")]
+    return group_row * grouped + [
         ("method.backbone.name", "resnet50", f"{args}: --arch resnet50"),
         ("method.backbone.zero_init_residual", False, "swav src/resnet50.py: default"),
         ("method.head.hidden_dim", 2048, f"{MAIN}: --hidden_mlp default"),
@@ -152,7 +152,7 @@ def official_imagenet(script: str, *, gpus: int, nodes: int, epochs: int, base_l
         ("trainer.num_nodes", nodes, f"{args}: #SBATCH --nodes"),
         ("trainer.strategy", "ddp", f"{MAIN}: DistributedDataParallel"),
         ("trainer.precision", "16-mixed", f"{args}: --use_fp16 true"),
-        ("trainer.sync_batchnorm", True, f"{args}: --sync_bn"),
+        ("trainer.sync_batchnorm", True, f"{args}: --sync_bn {sync_bn}"),
         ("run.seed", 31, f"{MAIN}: --seed default"),
     ]
 
@@ -192,12 +192,9 @@ def header(name: str) -> str:
 
 
 def value_at(recipe: dict, key: str):
-    """The value at a dotted key; an unset runner-own trainer key is None, anything else fails."""
     node = recipe
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            if key == "trainer.sync_batchnorm_group_size":
-                return None
             raise AssertionError(f"the recipe does not set {key}")
         node = node[part]
     return node
@@ -242,3 +239,9 @@ def test_a_wrong_value_is_reported():
                                  ["data.transform.interpolation=bilinear"]))
     key, expected, _ = next(r for r in SOURCES["cifar10.yaml"][1] if r[0].endswith("interpolation"))
     assert normalised(value_at(recipe, key)) != normalised(expected)
+
+
+def test_sync_bn_pytorch_spans_every_rank():
+    # swav_200ep_bs256_pretrain.sh: --sync_bn pytorch, one group of all 4 GPUs
+    recipe = resolve(load_recipe(ROOT / "recipes" / "imagenet_bs256.yaml"))
+    assert "sync_batchnorm_group_size" not in recipe["trainer"]
