@@ -1,9 +1,10 @@
 """The data side of a run: a registered data set, a transform and a collate in a DataModule.
 
 Two places to augment (``data.augment``): ``cpu``, the transform runs per image in the
-DataLoader workers; ``gpu``, the workers deliver ``uint8`` images with the random draws of
-their augmentation, and the transform's batched version applies them on the training device
-after the batch is moved there.
+DataLoader workers (and a transform with ``normalize_on_device`` hands over ``uint8`` images,
+normalised on the training device after the copy); ``gpu``, the workers deliver ``uint8``
+images with the random draws of their augmentation, and the transform's batched version
+applies them on the training device after the batch is moved there.
 
 Either way the order and the augmentation are seeded per sample (:mod:`.sampling`), and the
 DataModule's state in a checkpoint says where in which epoch the run stopped, so that a resumed
@@ -21,6 +22,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
@@ -180,7 +182,9 @@ class DataModule(pl.LightningDataModule):
         pin_memory: Page-locked host memory for faster copies to a GPU.
         drop_last: Drop the last incomplete batch (equal-size batches keep Sinkhorn's
             equipartition and the queue consistent).
-        augment: ``cpu``: ``transform`` runs per image in the workers. ``gpu``: the workers
+        augment: ``cpu``: ``transform`` runs per image in the workers; if it has a
+            ``normalize_on_device`` method, its ``uint8`` image tensors in the batch are
+            normalised by it after the copy to the training device. ``gpu``: the workers
             deliver ``uint8`` images (one indexing per batch for data sets held in memory)
             with the random draws of their augmentation, and ``transform.
             batch_augmentation()`` applies them on the training device (the GPU; on a CPU
@@ -190,7 +194,8 @@ class DataModule(pl.LightningDataModule):
         seed: The run's seed for the order and the augmentation (the runner sets ``run.seed``);
             ``None``: drawn at random when the first loader is made (and kept in checkpoints).
         data_seconds: Host time spent producing training batches so far: in the loader's
-            ``__next__`` and launching ``augment: gpu`` (see
+            ``__next__`` and launching the device's share (``augment: gpu``, or the
+            normalisation of ``uint8`` images) (see
             :class:`~swav_plugin.host.data_wait.DataWaitMonitor`).
     """
 
@@ -216,7 +221,10 @@ class DataModule(pl.LightningDataModule):
                 "lower data.batch_size"
             )
         self.batch_augment: BatchAugmentation | None = None
-        if augment == "gpu":
+        self.normalize_on_device: Callable[[Tensor], Tensor] | None = None
+        if augment == "cpu":
+            self.normalize_on_device = getattr(transform, "normalize_on_device", None)
+        elif augment == "gpu":
             make = getattr(transform, "batch_augmentation", None)
             if make is None:
                 raise ConfigError(
@@ -224,7 +232,7 @@ class DataModule(pl.LightningDataModule):
                     f"multicrop); {type(transform).__name__} has none; set data.augment: cpu"
                 )
             self.batch_augment = make()
-        elif augment != "cpu":
+        else:
             raise ConfigError(f"data.augment must be 'cpu' or 'gpu', got {augment!r}")
         self.dataset = dataset
         self.transform = transform
@@ -292,10 +300,18 @@ class DataModule(pl.LightningDataModule):
         self._start = (state_dict["epoch"], state_dict["batches_done"])
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.batch_augment is None:
+        if self.batch_augment is None and self.normalize_on_device is None:
             return batch
         start = time.perf_counter()
-        images, labels, draws = batch
-        crops = self.batch_augment(images, draws)
+        if self.batch_augment is not None:
+            images, labels, draws = batch
+            batch = self.batch_augment(images, draws), labels
+        else:
+            batch = apply_to_collection(batch, Tensor, self._normalize_images)
         self._clock[0] += time.perf_counter() - start
-        return crops, labels
+        return batch
+
+    def _normalize_images(self, tensor: Tensor) -> Tensor:
+        if tensor.dtype != torch.uint8 or tensor.dim() != 4:
+            return tensor  # labels, seeds
+        return self.normalize_on_device(tensor)

@@ -223,6 +223,15 @@ class SwAV(pl.LightningModule):
         if batch_size is not None and world_size is not None:
             self._check_batch(batch_size, world_size)
 
+    @staticmethod
+    def _check_crops(groups: list[Tensor]) -> None:
+        if any(not g.is_floating_point() for g in groups):
+            raise ConfigError(
+                f"the crops arrive as {groups[0].dtype}, not normalised: multicrop hands over "
+                "uint8 crops for the DataModule to normalise on the device; outside it, apply "
+                "transform.normalize_on_device to each crop tensor of the batch"
+            )
+
     def _check_batch(self, batch_size: int, world_size: int) -> None:
         global_batch = batch_size * world_size
         queue_length = self.queue.length if self.queue is not None else 0
@@ -364,6 +373,7 @@ class SwAV(pl.LightningModule):
         groups, labels = batch
         batch_size = labels.shape[0]
         if not self._checked_batch:
+            self._check_crops(groups)
             self._check_batch(batch_size, self.world_size)
         # one backbone pass per crop resolution
         features = torch.cat(

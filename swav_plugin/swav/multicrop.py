@@ -27,6 +27,7 @@ from torchvision import transforms as T
 
 from swav_plugin.host.registry import COLLATES, TRANSFORMS
 from swav_plugin.swav.gpu_multicrop import GPUMultiCrop
+from swav_plugin.zoo import batch_augment as A
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,7 +55,11 @@ class PILGaussianBlur:
 
 @TRANSFORMS.register("multicrop")
 class MultiCropTransform:
-    """``2 × global + V × local`` crops of one PIL image, as a list of normalised tensors.
+    """``2 × global + V × local`` crops of one PIL image, as a list of ``uint8`` tensors.
+
+    The crops leave the DataLoader workers as ``uint8``, a quarter of the bytes of float
+    pixels through shared memory, the pin thread and the copy to the device; the DataModule
+    normalises the batch on the training device with :meth:`normalize_on_device`.
 
     Args:
         crops: Crop groups in order, each ``{size, count, scale}`` plus, optionally, any of
@@ -72,7 +77,7 @@ class MultiCropTransform:
             ``translate``, for images without a meaningful mirror image, such as digits.
         translate: Largest random shift after the crop, as a fraction of the crop's side
             (0: none). Uncovered pixels are black. Both are ``data.augment: cpu`` only.
-        mean, std: Normalisation per channel.
+        mean, std: Normalisation per channel, applied by :meth:`normalize_on_device`.
         interpolation: Resampling of the random resized crop: ``bilinear`` (torchvision's
             default and the official code's) or ``bicubic`` (solo-learn's); ``bicubic`` is
             ``data.augment: cpu`` only.
@@ -120,7 +125,7 @@ class MultiCropTransform:
         if not crops:
             raise ValueError("crops must list at least one crop group")
         self.groups = [self._group(i, dict(g), defaults) for i, g in enumerate(crops)]
-        self.normalize = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+        self.to_tensor = T.PILToTensor()
         self.pipelines = [self._pipeline(g) for g in self.groups]
         self.mean, self.std = tuple(mean), tuple(std)
         largest = max(g["size"] for g in self.groups)
@@ -195,10 +200,16 @@ class MultiCropTransform:
         """The same augmentation for whole ``uint8`` batches on the training device."""
         return GPUMultiCrop(self.groups, self.mean, self.std, self.load_size)
 
+    def normalize_on_device(self, crops: Tensor) -> Tensor:
+        """A batch of this transform's ``uint8`` crops (N, 3, H, W), normalised where it is
+        (the training device): ``(x / 255 - mean) / std``, as ``ToTensor`` then ``Normalize``
+        compute it per image."""
+        return A.normalize(crops.float().div_(255), self.mean, self.std)
+
     def __call__(self, image: Image.Image) -> list[Tensor]:
         image = image.convert("RGB")
         return [
-            self.normalize(pipeline(image))
+            self.to_tensor(pipeline(image))
             for pipeline, g in zip(self.pipelines, self.groups, strict=True)
             for _ in range(g["count"])
         ]

@@ -63,10 +63,22 @@ def test_gpu_augment_prepares_images_of_any_size_per_sample():
     assert draws.rois[:, 1:].max() <= 9
 
 
-def test_cpu_augment_keeps_the_per_image_transform():
+def test_cpu_augment_ships_uint8_crops_and_normalises_them_after_transfer():
     data = module(digits(image_size=8), "cpu")
     assert data.batch_augment is None
-    batch = (torch.zeros(1), torch.zeros(1))
+    groups, labels = next(iter(data.train_dataloader()))
+    assert all(g.dtype == torch.uint8 for g in groups) and labels.dtype == torch.long
+    normalised, same_labels = data.on_after_batch_transfer((groups, labels), 0)
+    assert same_labels is labels
+    mean = torch.tensor(data.transform.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.transform.std).view(1, 3, 1, 1)
+    for g, n in zip(groups, normalised, strict=True):
+        torch.testing.assert_close(n, (g.float() / 255 - mean) / std)
+
+
+def test_cpu_augment_leaves_batches_of_a_transform_without_device_normalisation():
+    data = DataModule(digits(image_size=8), lambda image: image, batch_size=4, num_workers=0)
+    batch = (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2))
     assert data.on_after_batch_transfer(batch, 0) is batch
 
 

@@ -45,8 +45,9 @@ def augment(gpu, images, seed=0):
 
 
 def cpu_batch(transform, images):
+    """The CPU path's batch as the model gets it: uint8 crops collated, then normalised."""
     samples = [(transform(Image.fromarray(im)), 0) for im in images]
-    return MultiCropCollate()(samples)[0]
+    return [transform.normalize_on_device(g) for g in MultiCropCollate()(samples)[0]]
 
 
 def test_same_structure_as_the_cpu_pipeline():

@@ -6,12 +6,16 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from swav_plugin.host.build import build
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
+from swav_plugin.swav import MultiCropCollate, MultiCropTransform, SwAVHead, SwAVLoss
 from swav_plugin.swav.module import SwAV
+from swav_plugin.zoo.backbones import resnet18_cifar
+from swav_plugin.zoo.datasets import digits
 from swav_plugin.zoo.larc import LARC
 
 
@@ -199,17 +203,10 @@ def test_non_unit_norm_embeddings_are_refused():
 
 
 def test_usable_from_plain_python_without_the_runner():
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from swav_plugin.swav import SwAVHead, SwAVLoss
-    from swav_plugin.zoo.backbones import resnet18_cifar
-
     class Crops(TensorDataset):
         def __getitem__(self, i):
             x, y = super().__getitem__(i)
             return [x, x.flip(-1)], int(y)
-
-    from swav_plugin.swav import MultiCropCollate
 
     data = Crops(torch.randn(16, 3, 8, 8), torch.zeros(16))
     loader = DataLoader(data, batch_size=8, collate_fn=MultiCropCollate(), drop_last=True)
@@ -298,3 +295,16 @@ def test_warm_up_starts_from_its_stated_fraction_of_the_peak(tiny_recipe):
     # 2 warm-up steps from 0.25 x peak: the first is halfway, the second at the peak
     assert recorder.lrs[0] == pytest.approx(0.4 * (0.25 + 0.75 / 2))
     assert recorder.lrs[1] == pytest.approx(0.4)
+
+
+def test_uint8_crops_outside_the_datamodule_are_refused_in_one_line():
+    transform = MultiCropTransform(crops=[{"size": 8, "count": 2, "scale": (0.5, 1.0)}])
+    data = [(transform(image), label) for image, label in (digits(image_size=8)[i]
+                                                           for i in range(8))]
+    loader = DataLoader(data, batch_size=8, collate_fn=MultiCropCollate())
+    method = SwAV(backbone=resnet18_cifar(), head=SwAVHead(512, 16, 8, 8, 0), loss=SwAVLoss())
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    with pytest.raises(ConfigError, match="normalize_on_device"):
+        trainer.fit(method, train_dataloaders=loader)

@@ -18,6 +18,17 @@ def test_default_is_the_papers_imagenet_setting():
     assert [tuple(g["scale"]) for g in t.groups] == [(0.14, 1.0), (0.05, 0.14)]
     crops = t(image(256))
     assert [c.shape for c in crops] == [(3, 224, 224)] * 2 + [(3, 96, 96)] * 6
+    assert all(c.dtype == torch.uint8 for c in crops)  # normalised on the device
+
+
+def test_normalize_on_device_is_to_tensor_then_normalize():
+    t = MultiCropTransform(crops=[{"size": 32, "count": 1, "scale": (1.0, 1.0)}],
+                           mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    pictures = [image(32, seed=s) for s in range(3)]
+    crops = torch.stack([t(p)[0] for p in pictures])
+    reference = T.Compose([T.ToTensor(), T.Normalize((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))])
+    expected = torch.stack([reference(T.ToPILImage()(c)) for c in crops])
+    torch.testing.assert_close(t.normalize_on_device(crops), expected)
 
 
 def test_per_group_overrides():
@@ -37,14 +48,13 @@ def test_crop_area_and_aspect_within_range():
     # Pixel (x, y) of a 256 x 256 image holds R = x, G = y, so the corners of each crop
     # reveal the box it was cut from: its area fraction must lie in the configured scale.
     t = MultiCropTransform(crops=[{"size": 40, "count": 1, "scale": [0.3, 0.6]}], hflip_prob=0,
-                           color_jitter_prob=0, grayscale_prob=0, blur_prob=0,
-                           mean=(0, 0, 0), std=(1, 1, 1))
+                           color_jitter_prob=0, grayscale_prob=0, blur_prob=0)
     xs, ys = np.meshgrid(np.arange(256), np.arange(256))
     coords = Image.fromarray(np.stack([xs, ys, np.zeros_like(xs)], -1).astype(np.uint8))
     torch.manual_seed(0)
     areas, aspects = [], []
     for _ in range(300):
-        crop = t(coords)[0] * 255
+        crop = t(coords)[0].float()
         width = crop[0, 0, -1] - crop[0, 0, 0] + 256 / 40
         height = crop[1, -1, 0] - crop[1, 0, 0] + 256 / 40
         areas.append(float(width * height) / 256**2)
@@ -76,8 +86,7 @@ def test_invalid_crop_groups(crops, message):
 
 def plain(**overrides):
     """One 32 px crop of the whole image, every augmentation off unless overridden."""
-    options = {"hflip_prob": 0, "color_jitter_prob": 0, "grayscale_prob": 0, "blur_prob": 0,
-               "mean": (0, 0, 0), "std": (1, 1, 1)}
+    options = {"hflip_prob": 0, "color_jitter_prob": 0, "grayscale_prob": 0, "blur_prob": 0}
     crops = [{"size": 32, "count": 1, "scale": (1.0, 1.0)}]
     return MultiCropTransform(crops=crops, **{**options, **overrides})
 
@@ -86,14 +95,14 @@ def test_blur_is_pils_gaussian_blur_with_a_radius_from_the_range():
     picture = image(32)
     torch.manual_seed(0)
     blurred = plain(blur_prob=1.0, blur_sigma=(1.3, 1.3))(picture)[0]
-    expected = T.ToTensor()(picture.filter(ImageFilter.GaussianBlur(radius=1.3)))
+    expected = T.PILToTensor()(picture.filter(ImageFilter.GaussianBlur(radius=1.3)))
     torch.testing.assert_close(blurred, expected)
 
 
 def test_bicubic_interpolation_is_used_for_the_resized_crop():
     picture = image(64)
     torch.manual_seed(0)
-    bicubic = plain(interpolation="bicubic")(picture)[0]
+    bicubic = plain(interpolation="bicubic")(picture)[0] / 255
     expected = T.ToTensor()(picture.resize((32, 32), Image.BICUBIC))
     bilinear = T.ToTensor()(picture.resize((32, 32), Image.BILINEAR))
     assert (bicubic - expected).abs().max() < 2 / 255  # PIL vs torchvision's antialiasing
@@ -109,7 +118,7 @@ def test_rotation_and_translation_keep_a_centred_digit_inside_the_crop():
     torch.manual_seed(0)
     shifts = []
     for _ in range(50):
-        crop = transform(Image.fromarray(square))[0][0]
+        crop = transform(Image.fromarray(square))[0][0].float()
         ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
         mass = crop.sum()
         shifts.append(((xs * crop).sum() / mass - 15.5, (ys * crop).sum() / mass - 15.5))
