@@ -67,6 +67,11 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], int]] = {
          "32", "--peak-tflops", "1.0"],
         300,
     ),
+    "loader": (
+        [],
+        ["--images", "8"],
+        300,
+    ),
     "knn_scale": (
         ["--queries", "5000"],
         ["--bank", "3000", "--dim", "16", "--queries", "100", "--k", "10", "--device", "cpu"],

@@ -30,7 +30,8 @@ def result(report, name):
 def test_report_runs_every_benchmark_and_writes_its_tables(report):
     data, md = report
     assert set(data["benchmarks"]) == {"augment_ops", "device_reads", "guard_overhead",
-                                       "throughput", "sinkhorn", "step_resnet50", "knn_scale"}
+                                       "throughput", "sinkhorn", "step_resnet50", "loader",
+                                       "knn_scale"}
     assert data["toy"] and data["machine"]["commit"]
     for name in data["benchmarks"]:
         assert f"## {name}" in md
@@ -129,3 +130,15 @@ def test_demo_seeds_tabulates_every_seed_and_their_mean(tmp_path):
     )
     assert again.returncode == 2 and "pass --overwrite to delete it" in again.stderr
     assert (tmp_path / "runs" / "seed_4" / "checkpoints").is_dir()  # nothing deleted
+
+
+@pytest.mark.slow
+def test_loader_times_every_pipeline_on_the_same_files(report):
+    found = result(report, "loader")
+    assert found["images"] == 8 and len(found["sizes"]) == 8  # portrait, landscape, square
+    assert set(found["images_per_s_per_core"]) == {
+        "pil_decode", "tv_decode", "cpu_before", "cpu", "lightly", "official", "gpu_prepare"}
+    assert all(rate > 0 for rate in found["images_per_s_per_core"].values())
+    assert found["cpu_over_before"] == pytest.approx(
+        found["images_per_s_per_core"]["cpu"] / found["images_per_s_per_core"]["cpu_before"])
+    assert "| pipeline | img/s/core |" in report[1]
