@@ -119,14 +119,23 @@ class GPUMultiCrop:
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
     def draw(
-        self, batch: int, height: int, width: int, generator: torch.Generator | None = None
+        self,
+        batch: int,
+        height: int | Tensor,
+        width: int | Tensor,
+        generator: torch.Generator | None = None,
     ) -> CropDraws:
-        """Every random parameter of the crops of ``batch`` images of ``height × width``, drawn
-        as torchvision's transforms draw them for each crop (on the generator's device)."""
+        """Every random parameter of the crops of ``batch`` images of ``height × width`` (or
+        per image, ``(batch,)`` tensors: images of different sizes, each in the top-left
+        corner of the batch), drawn as torchvision's transforms draw them for each crop (on
+        the generator's device)."""
         rois, params, kernels = [], [], []
         for g in self.groups:
             n = g["count"] * batch
-            boxes = A.random_resized_crop_boxes(n, height, width, tuple(g["scale"]),
+            # crop-major: every image's first crop, then every image's second, ...
+            crop_height, crop_width = (torch.as_tensor(side).expand(batch).repeat(g["count"])
+                                       for side in (height, width))
+            boxes = A.random_resized_crop_boxes(n, crop_height, crop_width, tuple(g["scale"]),
                                                 generator=generator)
             image = torch.arange(batch, device=boxes.device).repeat(g["count"])  # crop-major
             rois.append(A.crop_rois(boxes, image))

@@ -86,8 +86,8 @@ def coin(
 
 def random_resized_crop_boxes(
     n: int,
-    height: int,
-    width: int,
+    height: int | Tensor,
+    width: int | Tensor,
     scale: Sequence[float],
     ratio: Sequence[float] = (3 / 4, 4 / 3),
     generator: torch.Generator | None = None,
@@ -95,11 +95,16 @@ def random_resized_crop_boxes(
 ) -> Tensor:
     """Sample ``n`` crops as torchvision's ``RandomResizedCrop.get_params`` does.
 
-    Returns float boxes ``(n, 4)`` as ``(x1, y1, x2, y2)`` in pixel-edge coordinates: a crop
-    covers columns ``[x1, x2)`` and rows ``[y1, y2)``. ``device`` defaults to the generator's.
+    ``height`` and ``width`` are the image's, or per crop ``(n,)`` tensors, for crops of
+    images of different sizes (each box is drawn as ``get_params`` draws it for its own
+    image). Returns float boxes ``(n, 4)`` as ``(x1, y1, x2, y2)`` in pixel-edge coordinates:
+    a crop covers columns ``[x1, x2)`` and rows ``[y1, y2)``. ``device`` defaults to the
+    generator's.
     """
     device = _default_device(device, generator)
-    area = height * width
+    height = torch.as_tensor(height, dtype=torch.float32, device=device).expand(n)
+    width = torch.as_tensor(width, dtype=torch.float32, device=device).expand(n)
+    area = (height * width).unsqueeze(1)
     attempts = 10  # torchvision's rejection-sampling budget
     # All attempts are drawn up front; taking the first valid one keeps the distribution of
     # torchvision's sequential loop, which merely stops drawing once it succeeds.
@@ -109,22 +114,19 @@ def random_resized_crop_boxes(
     # torch.round, like python's round, rounds halves to even
     w = torch.round(torch.sqrt(target_area * aspect))
     h = torch.round(torch.sqrt(target_area / aspect))
-    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    valid = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
     first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)  # argmax returns the first max
     w = w.gather(1, first).squeeze(1)
     h = h.gather(1, first).squeeze(1)
 
-    # torchvision's fallback depends only on python numbers, so it is decided here on the host
+    # torchvision's fallback: the largest centred box within the ratio range
     in_ratio = width / height
-    if in_ratio < min(ratio):
-        fallback_w, fallback_h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fallback_w, fallback_h = int(round(height * max(ratio))), height
-    else:
-        fallback_w, fallback_h = width, height
+    narrow, wide = in_ratio < min(ratio), in_ratio > max(ratio)
+    fallback_w = torch.where(wide, torch.round(height * max(ratio)), width)
+    fallback_h = torch.where(narrow, torch.round(width / min(ratio)), height)
     any_valid = valid.any(dim=1)
-    w = torch.where(any_valid, w, float(fallback_w))
-    h = torch.where(any_valid, h, float(fallback_h))
+    w = torch.where(any_valid, w, fallback_w)
+    h = torch.where(any_valid, h, fallback_h)
 
     # floor(U * k) is uniform on {0, ..., k-1}, i.e. torch.randint(0, k) with a per-sample k;
     # the clamp guards against U * k rounding up to k in float32

@@ -139,6 +139,21 @@ def test_augmentations_left_off_by_the_recipe_leave_plain_crops():
     torch.testing.assert_close(gpu(images, draws)[0], (crops - 0.5) / 0.25, atol=1e-5, rtol=0)
 
 
+def test_draws_for_images_of_different_sizes_keep_each_crop_in_its_own_image():
+    gpu = MultiCropTransform(crops=CIFAR_CROPS).batch_augmentation()
+    heights, widths = torch.tensor([375, 500, 256]), torch.tensor([500, 281, 256])
+    draws = gpu.draw(3, heights, widths, torch.Generator().manual_seed(0))
+    image = draws.rois[:, 0].long()
+    assert image.tolist() == [0, 1, 2] * 6  # crop-major, 2 global then 4 local crops
+    x1, y1, x2, y2 = draws.rois[:, 1:].unbind(1)
+    assert (x1 >= 0).all() and (y1 >= 0).all()
+    assert (x2 <= widths[image]).all() and (y2 <= heights[image]).all()
+    same = gpu.draw(3, 256, 256, torch.Generator().manual_seed(0))
+    sized = gpu.draw(3, torch.full((3,), 256), torch.full((3,), 256),
+                     torch.Generator().manual_seed(0))
+    assert torch.equal(same.rois, sized.rois) and torch.equal(same.params, sized.params)
+
+
 def test_draws_for_another_batch_are_refused():
     gpu = MultiCropTransform(crops=CIFAR_CROPS).batch_augmentation()
     draws = gpu.draw(4, 32, 32, torch.Generator().manual_seed(0))

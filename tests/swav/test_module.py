@@ -242,8 +242,13 @@ def test_trains_with_the_batched_device_augmentation(tiny_recipe):
 def test_compiled_backbone_trains_like_the_eager_one_and_saves_plain_keys(tiny_recipe, tmp_path):
     losses = {}
     for compiled in (False, True):
+        # a narrow backbone and one crop size (one graph): compiling resnet18_cifar for two
+        # resolutions on the CPU takes minutes
         recipe = resolved(tiny_recipe, method__compile_backbone=compiled,
-                          trainer__limit_train_batches=2,
+                          method__backbone={"name": "resnet_small", "widths": [8, 16, 32],
+                                            "blocks": [1, 1, 1]},
+                          method__head__input_dim=32, trainer__limit_train_batches=2,
+                          data__transform__crops=[{"size": 8, "count": 2, "scale": [0.5, 1.0]}],
                           run__output_dir=str(tmp_path / f"compiled_{compiled}"))
         method, trainer = fit(recipe)
         losses[compiled] = trainer.callback_metrics["train/loss"]

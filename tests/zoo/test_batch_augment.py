@@ -124,6 +124,54 @@ def test_crop_box_distribution_matches_torchvision(height, width, scale):
         assert _ks(ours[name], theirs[name]) < limit, name
 
 
+def _box_stats(boxes: np.ndarray, height: float, width: float) -> dict[str, np.ndarray]:
+    """Area fraction, aspect ratio and relative centre of boxes in an image of that size."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return {"area": w * h / (height * width), "ratio": w / h,
+            "x_centre": (boxes[:, 0] + boxes[:, 2]) / (2 * width),
+            "y_centre": (boxes[:, 1] + boxes[:, 3]) / (2 * height)}
+
+
+MIXED_SIZES = [(375, 500), (500, 375), (500, 500), (333, 500), (500, 281)]  # (height, width)
+
+
+def test_per_image_sizes_draw_as_a_single_size_does():
+    heights = torch.full((300,), 24)
+    one = ba.random_resized_crop_boxes(300, 24, 40, (0.05, 0.14), generator=_gen(3))
+    each = ba.random_resized_crop_boxes(300, heights, torch.full((300,), 40), (0.05, 0.14),
+                                        generator=_gen(3))
+    assert torch.equal(one, each)
+
+
+@pytest.mark.parametrize("scale", [(0.14, 1.0), (0.05, 0.14)], ids=["global", "local"])
+def test_mixed_sizes_in_one_batch_match_torchvision_per_image(scale):
+    # portrait, landscape and square images in one draw: each box lies in its own image and,
+    # per size, is distributed as RandomResizedCrop.get_params draws it for that size
+    per_size = 1500
+    sizes = torch.tensor(MIXED_SIZES).repeat(per_size, 1)  # interleaved
+    boxes = ba.random_resized_crop_boxes(len(sizes), sizes[:, 0], sizes[:, 1], scale,
+                                         generator=_gen(5)).double().numpy()
+    assert (boxes[:, 2] <= sizes[:, 1].numpy()).all() and (boxes[:, 3] <= sizes[:, 0].numpy()).all()
+    assert (boxes[:, :2] >= 0).all()
+    limit = _ks_limit(per_size, per_size)
+    for k, (height, width) in enumerate(MIXED_SIZES):
+        ours = _box_stats(boxes[k::len(MIXED_SIZES)], height, width)
+        theirs = _box_stats(_torchvision_boxes(per_size, height, width, scale, seed=10 + k),
+                            height, width)
+        for name in ours:
+            assert _ks(ours[name], theirs[name]) < limit, (height, width, name)
+
+
+def test_mixed_sizes_fall_back_per_image():
+    sizes = [(40, 24), (24, 40), (30, 30)]
+    heights, widths = (torch.tensor(side) for side in zip(*sizes, strict=True))
+    boxes = ba.random_resized_crop_boxes(3, heights, widths, (2.0, 3.0), generator=_gen(0))
+    for box, (height, width) in zip(boxes, sizes, strict=True):
+        i, j, h, w = T.RandomResizedCrop.get_params(torch.empty(1, height, width), [2.0, 3.0],
+                                                    [3 / 4, 4 / 3])
+        assert box.tolist() == [j, i, j + w, i + h]
+
+
 @pytest.mark.parametrize(("height", "width"), [(40, 24), (24, 40), (30, 30)])
 def test_impossible_scale_falls_back_to_torchvision_centre_crop(height, width):
     # every attempt wants more area than the image has, so each box is the fallback
