@@ -125,10 +125,9 @@ class GPUMultiCrop:
         width: int | Tensor,
         generator: torch.Generator | None = None,
     ) -> CropDraws:
-        """Every random parameter of the crops of ``batch`` images of ``height × width`` (or
-        per image, ``(batch,)`` tensors: images of different sizes, each in the top-left
-        corner of the batch), drawn as torchvision's transforms draw them for each crop (on
-        the generator's device)."""
+        """Every random parameter of the crops of ``batch`` images of ``height × width`` (or,
+        for images of different sizes, ``(batch,)`` tensors of each one's), drawn as
+        torchvision's transforms draw them for each crop (on the generator's device)."""
         rois, params, kernels = [], [], []
         for g in self.groups:
             n = g["count"] * batch
