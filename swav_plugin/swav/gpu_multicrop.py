@@ -4,13 +4,14 @@ The same crops and augmentations as :class:`~swav_plugin.swav.multicrop.MultiCro
 (built from its validated crop groups), for a whole batch of ``uint8`` images, in two parts
 (:mod:`swav_plugin.zoo.batch_augment`):
 
-- :meth:`GPUMultiCrop.draw` makes every random parameter of the batch (crop boxes, flips, the
-  colour jitter's passes, grey, blur kernels, solarisation) on the CPU, in the DataLoader
-  worker that loads the batch: a few dozen operations on small tensors, off the training
-  process;
+- :meth:`GPUMultiCrop.draw` makes every random parameter of the batch (crop boxes, flips,
+  rotations and shifts, the colour jitter's passes, grey, blur kernels, solarisation) on the
+  CPU, in the DataLoader worker that loads the batch: a few dozen operations on small tensors,
+  off the training process;
 - :meth:`GPUMultiCrop.__call__` applies them on the device: every crop of a group is cut and
-  resized by one ``roi_align`` call, then flipped, jittered, greyed, blurred, solarised and
-  normalised, each a handful of whole-batch operations and none reading a value back.
+  resized by one ``roi_align`` call, then flipped, rotated and shifted, jittered, greyed,
+  blurred, solarised and normalised, each a handful of whole-batch operations and none
+  reading a value back.
 
 CPU workers thus only load ``uint8`` pixels and draw numbers, which removes the data-loading
 bottleneck of 8 crops per image (REFERENCE: "multi-crop is slow"), and the device runs few
@@ -36,8 +37,9 @@ from torch import Tensor
 from swav_plugin.zoo import batch_augment as A
 
 SOLARIZE_THRESHOLD = 128 / 255  # torchvision's RandomSolarize(128) on uint8 pixels
-# Rows of CropDraws.params: the flip, the colour jitter's passes, grey, blur, solarise.
-FLIP, JITTER = 0, 1
+# Rows of CropDraws.params, in the order they apply: the flip, the rotation's angle and the
+# two shifts, the colour jitter's passes, grey, blur, solarise.
+FLIP, ANGLE, SHIFT_X, SHIFT_Y, JITTER = range(5)
 GREY = JITTER + A.JITTER_ROWS
 BLUR, SOLARIZE = GREY + 1, GREY + 2
 ROWS = SOLARIZE + 1
@@ -91,11 +93,6 @@ class GPUMultiCrop:
         if load_size < 1:
             raise ValueError(f"load_size must be positive, got {load_size}")
         for index, g in enumerate(groups):
-            if g.get("rotation", 0) or g.get("translate", 0):
-                raise ValueError(
-                    f"crops[{index}]: rotation and translate are not applied on the device; "
-                    "set data.augment: cpu or remove them"
-                )
             if g.get("interpolation", "bilinear") != "bilinear":
                 raise ValueError(
                     f"crops[{index}]: the device crops resample bilinearly, not "
@@ -139,6 +136,8 @@ class GPUMultiCrop:
             image = torch.arange(batch, device=boxes.device).repeat(g["count"])  # crop-major
             rois.append(A.crop_rois(boxes, image))
             flip = A.coin(n, g["hflip_prob"], generator)
+            affine = A.random_affine_params(n, g["rotation"], g["translate"], g["size"],
+                                            g["size"], generator)
             jitter = A.sample_color_jitter_params(n, g["brightness"], g["contrast"],
                                                   g["saturation"], g["hue"],
                                                   g["color_jitter_prob"], generator)
@@ -148,7 +147,7 @@ class GPUMultiCrop:
                                           A.uniform((n,), *g["blur_sigma"], generator))
                            if g["blur_prob"] > 0 else None)
             solarize = A.coin(n, g["solarize_prob"], generator)
-            params.append(torch.cat((flip[None], A.jitter_passes(jitter).rows(), grey[None],
+            params.append(torch.cat((flip[None], affine, A.jitter_passes(jitter).rows(), grey[None],
                                      blur[None], solarize[None])))
         return CropDraws(torch.cat(rois), torch.cat(params, dim=1).view(ROWS, -1, 1, 1, 1),
                          kernels)
@@ -193,6 +192,8 @@ class GPUMultiCrop:
         x = A.crop_resize(pixels, rois, g["size"])
         if g["hflip_prob"] > 0:
             x = A.horizontal_flip(x, rows[FLIP])
+        if g["rotation"] > 0 or g["translate"] > 0:
+            x = A.affine(x, rows[ANGLE], rows[SHIFT_X], rows[SHIFT_Y])
         jitter = (g["brightness"], g["contrast"], g["saturation"], g["hue"])
         if g["color_jitter_prob"] > 0 and any(jitter):
             x = A.color_jitter(x, rows[JITTER:GREY])

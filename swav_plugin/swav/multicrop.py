@@ -76,7 +76,7 @@ class MultiCropTransform:
         rotation: Largest random rotation in degrees, after the crop (0: none). With
             ``translate``, for images without a meaningful mirror image, such as digits.
         translate: Largest random shift after the crop, as a fraction of the crop's side
-            (0: none). Uncovered pixels are black. Both are ``data.augment: cpu`` only.
+            (0: none). Uncovered pixels are black. Both as torchvision's ``RandomAffine``.
         mean, std: Normalisation per channel, applied by :meth:`normalize_on_device`.
         interpolation: Resampling of the random resized crop: ``bilinear`` (torchvision's
             default and the official code's) or ``bicubic`` (solo-learn's); ``bicubic`` is

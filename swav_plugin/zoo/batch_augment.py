@@ -143,6 +143,30 @@ def crop_rois(boxes: Tensor, image_index: Tensor) -> Tensor:
     return torch.cat((image_index.to(boxes.dtype).unsqueeze(1), boxes), dim=1)
 
 
+def random_affine_params(
+    n: int,
+    degrees: float,
+    translate: float,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Sample ``n`` rotations and shifts as torchvision's ``RandomAffine(degrees,
+    translate=(translate, translate)).get_params`` draws them for ``height × width`` images.
+
+    Returns (3, n): the angle in degrees, uniform on ``[-degrees, degrees]``, then the
+    horizontal and vertical shifts in whole pixels, each ``round(U(-translate·side,
+    translate·side))`` (halves to even, as Python's ``round``).
+    """
+    device = _default_device(device, generator)
+    angle = uniform((n,), -degrees, degrees, generator, device)
+    u = torch.rand((2, n), generator=generator, device=device)
+    sides = torch.tensor((width, height), dtype=u.dtype, device=device).unsqueeze(1)
+    shifts = torch.round((2 * u - 1) * translate * sides)
+    return torch.cat((angle.unsqueeze(0), shifts))
+
+
 @dataclass(frozen=True)
 class ColorJitterParams:
     """Per-sample draws of one ``RandomApply([ColorJitter(...)], p)``.
@@ -290,6 +314,31 @@ def horizontal_flip(x: Tensor, flip: Tensor) -> Tensor:
     """Mirror left-right the samples whose ``flip`` (N, 1, 1, 1) is 1."""
     return select(x, x.flip(-1), flip)
 
+
+def affine(x: Tensor, angle: Tensor, shift_x: Tensor, shift_y: Tensor) -> Tensor:
+    """Rotate each sample about its centre by ``angle`` degrees (counter-clockwise) and shift
+    it by ``(shift_x, shift_y)`` pixels (right, down), all ``(N,)`` or broadcastable to it, as
+    torchvision's ``affine`` does on PIL images (scale 1, no shear; the CPU path's).
+
+    An output pixel at ``p`` (pixel units from the centre) reads the input at
+    ``R(-angle) (p - shift)``: one ``grid_sample`` for the batch, whose coordinates scale each
+    axis by half its side (``align_corners=False``). PIL's bilinear filter fills (black) the
+    pixels that read from outside the image and replicates the edge for the others, which is
+    ``padding_mode="border"`` masked outside ``[-1, 1)``; ``padding_mode="zeros"`` (the tensor
+    path of torchvision) would instead fade every border pixel towards black.
+    """
+    n, _, height, width = x.shape
+    rad = torch.deg2rad(angle.reshape(-1)).to(x.dtype).expand(n)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    tx, ty = (s.reshape(-1).to(x.dtype).expand(n) for s in (shift_x, shift_y))
+    theta = torch.stack((
+        torch.stack((cos, sin * height / width, -(cos * tx + sin * ty) * 2 / width), dim=1),
+        torch.stack((-sin * width / height, cos, (sin * tx - cos * ty) * 2 / height), dim=1),
+    ), dim=1)
+    grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+    inside = ((grid >= -1) & (grid < 1)).all(dim=-1).unsqueeze(1)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out * inside
 
 def rgb_to_grayscale(x: Tensor) -> Tensor:
     """ITU-R 601-2 luma of an RGB batch, shape ``(N, 1, H, W)``."""

@@ -78,6 +78,29 @@ def test_crop_statistics_match_the_cpu_pipeline(statistic):
         assert ks_statistic(a, b) < 0.045, (c.shape, statistic)
 
 
+def test_rotated_and_shifted_crops_match_the_cpu_pipeline():
+    # The demo's digit augmentation (crops of 60-100 %, rotations <= 15 degrees, shifts <= 10 %,
+    # no colour): the fraction of black (uncovered) pixels and the per-crop mean and spread are
+    # distributed alike on both paths (two-sample KS on 2 x 1500 crops).
+    transform = MultiCropTransform(crops=[{"size": 16, "count": 2, "scale": (0.6, 1.0)}],
+                                   rotation=15, translate=0.1, hflip_prob=0.0,
+                                   color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
+                                   mean=(0, 0, 0), std=(1, 1, 1))
+    torch.manual_seed(0)
+    images = np.clip(smooth_images(1500, size=16).astype(int) + 40, 0, 255).astype(np.uint8)
+    cpu = cpu_batch(transform, images)[0]
+    gpu = augment(transform.batch_augmentation(), torch.from_numpy(images).permute(0, 3, 1, 2))[0]
+    for name, stat in (("black", lambda x: (x.amax(1) < 0.5 / 255).flatten(1).float().mean(1)),
+                       ("mean", lambda x: x.flatten(1).mean(1)),
+                       ("std", lambda x: x.flatten(1).std(1))):
+        assert ks_statistic(stat(cpu).numpy(), stat(gpu).numpy()) < 0.05, name
+    unrotated = MultiCropTransform(crops=[{"size": 16, "count": 2, "scale": (0.6, 1.0)}],
+                                   hflip_prob=0.0, color_jitter_prob=0.0, grayscale_prob=0.0,
+                                   blur_prob=0.0, mean=(0, 0, 0), std=(1, 1, 1))
+    plain = augment(unrotated.batch_augmentation(), torch.from_numpy(images).permute(0, 3, 1, 2))
+    assert (plain[0].amax(1) < 0.5 / 255).float().mean() == 0  # the black comes from the affine
+
+
 def test_flip_and_grayscale_rates_follow_the_recipe():
     transform = MultiCropTransform(crops=[{"size": 16, "count": 1, "scale": (1.0, 1.0)}],
                                    hflip_prob=0.5, color_jitter_prob=0.0, grayscale_prob=0.2,
@@ -103,7 +126,8 @@ def test_deterministic_under_seeded_draws():
 
 def test_never_reads_tensor_values_on_the_host():
     # meta tensors hold no values: any device-to-host read raises
-    gpu = MultiCropTransform(crops=CIFAR_CROPS, solarize_prob=0.2).batch_augmentation()
+    gpu = MultiCropTransform(crops=CIFAR_CROPS, solarize_prob=0.2, rotation=10,
+                             translate=0.1).batch_augmentation()
     draws = move_data_to_device(gpu.draw(4, 32, 32, torch.Generator().manual_seed(0)), "meta")
     out = gpu(torch.empty(4, 3, 32, 32, dtype=torch.uint8, device="meta"), draws)
     assert [tuple(g.shape) for g in out] == [(8, 3, 32, 32), (16, 3, 16, 16)]
@@ -178,12 +202,8 @@ def test_rejects_float_input():
         gpu(torch.rand(2, 3, 32, 32), draws)
 
 
-@pytest.mark.parametrize(("option", "message"), [
-    ({"rotation": 10}, "rotation and translate are not applied on the device"),
-    ({"translate": 0.1}, "rotation and translate are not applied on the device"),
-    ({"interpolation": "bicubic"}, "resample bilinearly, not bicubic; set data.augment: cpu"),
-])
-def test_cpu_only_augmentations_are_refused_on_the_device(option, message):
-    transform = MultiCropTransform(crops=[{"size": 8, "count": 2, "scale": (0.5, 1.0), **option}])
-    with pytest.raises(ValueError, match=message):
+def test_bicubic_crops_are_refused_on_the_device():
+    transform = MultiCropTransform(crops=[{"size": 8, "count": 2, "scale": (0.5, 1.0),
+                                           "interpolation": "bicubic"}])
+    with pytest.raises(ValueError, match="resample bilinearly, not bicubic; set data.augment: cpu"):
         transform.batch_augmentation()

@@ -236,6 +236,51 @@ def _chosen(n, p, seed):
     return _per_sample(ba.coin(n, p, generator=_gen(seed)))
 
 
+@pytest.mark.parametrize(("height", "width"), [(8, 8), (9, 13)])
+def test_affine_matches_torchvision_affine_on_pil_images(height, width):
+    # the CPU path's RandomAffine runs on PIL images: equal up to PIL's rounding to uint8
+    x = torch.randint(0, 256, (6, 3, height, width), generator=_gen(0), dtype=torch.uint8)
+    angle = torch.tensor([0.0, 15.0, -30.0, 90.0, 7.3, -179.0])
+    shift_x = torch.tensor([0.0, 1.0, -2.0, 0.0, 3.0, -1.0])
+    shift_y = torch.tensor([0.0, -1.0, 0.0, 2.0, 1.0, 4.0])
+    out = ba.affine(x.float() / 255, angle, shift_x, shift_y)
+    for i in range(len(x)):
+        image = Image.fromarray(x[i].permute(1, 2, 0).numpy())
+        ref = TF.affine(image, angle=float(angle[i]), translate=[int(shift_x[i]), int(shift_y[i])],
+                        scale=1.0, shear=[0.0, 0.0], interpolation=T.InterpolationMode.BILINEAR)
+        torch.testing.assert_close(out[i], TF.pil_to_tensor(ref).float() / 255,
+                                   atol=1.01 / 255, rtol=0)
+    assert (out == 0).any() and (out > 0).any()  # uncovered corners black, the rest kept
+
+
+def test_affine_without_rotation_or_shift_returns_the_input():
+    x = torch.rand(3, 3, 8, 8, generator=_gen(0))
+    zero = torch.zeros(3)
+    torch.testing.assert_close(ba.affine(x, zero, zero, zero), x, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("degrees", "translate", "height", "width"),
+                         [(15.0, 0.1, 8, 8), (30.0, 0.2, 24, 40)])
+def test_affine_draws_match_torchvision_random_affine(degrees, translate, height, width):
+    n = 4000
+    angle, shift_x, shift_y = ba.random_affine_params(n, degrees, translate, height, width,
+                                                      generator=_gen(1)).numpy()
+    torch.manual_seed(2)
+    theirs = np.array([
+        (a, tx, ty) for a, (tx, ty), _, _ in (
+            T.RandomAffine.get_params((-degrees, degrees), (translate, translate), None, None,
+                                      [width, height])
+            for _ in range(n))
+    ]).T
+    assert np.abs(angle).max() <= degrees
+    for ours, ref, side in ((shift_x, theirs[1], width), (shift_y, theirs[2], height)):
+        assert np.array_equal(ours, np.round(ours))
+        assert np.abs(ours).max() <= round(translate * side)
+        assert set(np.unique(ours)) == set(np.unique(ref))  # the same whole-pixel shifts
+    for ours, ref in zip((angle, shift_x, shift_y), theirs, strict=True):
+        assert _ks(ours, ref) < _ks_limit(n, n)
+
+
 def test_coin_is_zero_or_one_at_the_rate():
     weights = ba.coin(4000, 0.3, generator=_gen(0))
     assert set(weights.unique().tolist()) == {0.0, 1.0}
