@@ -2,6 +2,7 @@
 baselines (random init, raw pixels), UMAP plot."""
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,23 @@ def run(*args):
     return proc.stdout
 
 
+def run_tool(capsys, tool, *args):
+    """An eval script's ``main`` in this process (exit status, stdout, stderr): the script's
+    own code without a new interpreter's start-up (its run as a process: test_tool_errors)."""
+    capsys.readouterr()
+    status = runpy.run_path(str(ROOT / tool))["main"]([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def run_ok(capsys, tool, *args):
+    status, out, err = run_tool(capsys, tool, *args)
+    assert status == 0, err[-3000:]
+    return out
+
+
 @pytest.mark.slow
-def test_demo_pipeline(tmp_path):
+def test_demo_pipeline(tmp_path, capsys):
     out = tmp_path / "demo"
     run("-m", "swav_plugin", "recipes/demo_digits.yaml", f"run.output_dir={out}",
         "trainer.max_epochs=1", "trainer.limit_train_batches=2",
@@ -40,7 +56,7 @@ def test_demo_pipeline(tmp_path):
     checkpoint = out / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file() and (out / "recipe.yaml").is_file()
 
-    printed = run("eval/knn.py", str(checkpoint), "--baselines", "--k", "5", "20")
+    printed = run_ok(capsys, "eval/knn.py", str(checkpoint), "--baselines", "--k", "5", "20")
     assert all(name in printed for name in ("pretrained", "random_init", "raw_pixels"))
     result = json.loads((out / "eval" / "knn.json").read_text())
     for name in ("pretrained", "random_init", "raw_pixels"):
@@ -54,8 +70,8 @@ def test_demo_pipeline(tmp_path):
         assert result["raw_pixels"][str(k)]["top1"] == pytest.approx(top1, abs=1e-4)
         assert result["raw_pixels"][str(k)]["top5"] == pytest.approx(top5, abs=1e-4)
 
-    printed = run("eval/linear.py", str(checkpoint), "--weight-decays", "0", "0.01",
-                  "--max-iter", "50", "--compare-pixels")
+    printed = run_ok(capsys, "eval/linear.py", str(checkpoint), "--weight-decays", "0", "0.01",
+                     "--max-iter", "50", "--compare-pixels")
     assert "linear probe (fast)" in printed and "random_init" not in printed
     linear = json.loads((out / "eval" / "linear.json").read_text())
     assert linear["pretrained"]["weight_decay"] in (0.0, 0.01)
@@ -67,9 +83,9 @@ def test_demo_pipeline(tmp_path):
     # the kNN run cached the features of every row: the probe extracted nothing new
     assert len(list((out / "eval" / "cache").glob("*.pt"))) == 6
 
-    printed = run("eval/linear.py", str(checkpoint), "--mode", "standard", "--epochs", "1",
-                  "--limit-train-batches", "2", "--compare-pixels",
-                  "--output", str(out / "eval" / "standard.json"))
+    printed = run_ok(capsys, "eval/linear.py", str(checkpoint), "--mode", "standard",
+                     "--epochs", "1", "--limit-train-batches", "2", "--compare-pixels",
+                     "--output", str(out / "eval" / "standard.json"))
     assert "linear probe (standard)" in printed
     standard = json.loads((out / "eval" / "standard.json").read_text())
     assert standard["protocol"].startswith("standard")
@@ -77,7 +93,7 @@ def test_demo_pipeline(tmp_path):
         assert standard[name]["epochs"] == 1
         assert 0 <= standard[name]["top1"] <= standard[name]["top5"] <= 100
 
-    printed = run("eval/prototypes.py", str(checkpoint), "--max-points", "300")
+    printed = run_ok(capsys, "eval/prototypes.py", str(checkpoint), "--max-points", "300")
     for name in ("prototypes_umap.png", "prototypes_usage.png", "prototypes_nearest.png"):
         assert f"plot written to {out / 'eval' / name}" in printed
         assert (out / "eval" / name).read_bytes()[:4] == b"\x89PNG"
@@ -89,10 +105,9 @@ def test_demo_pipeline(tmp_path):
     assert sum(summary["samples_per_prototype"]) == 1347
 
 
-def test_eval_tools_reject_a_missing_checkpoint(tmp_path):
+def test_eval_tools_reject_a_missing_checkpoint(tmp_path, capsys):
     for tool in ("eval/knn.py", "eval/linear.py", "eval/prototypes.py"):
-        proc = subprocess.run([sys.executable, tool, str(tmp_path / "none.ckpt")], cwd=ROOT,
-                              capture_output=True, text=True)
-        assert proc.returncode == 2
-        assert proc.stderr.strip().endswith("does not exist; train first or fix the path")
-        assert "Traceback" not in proc.stderr
+        status, _, err = run_tool(capsys, tool, tmp_path / "none.ckpt")
+        assert status == 2
+        assert err.strip().endswith("does not exist; train first or fix the path")
+        assert "Traceback" not in err
