@@ -21,7 +21,9 @@ times that. The multi-crop pipelines make SwAV's ImageNet crops, 2 × 224 px at 
 - ``official``: the official ``src/multicropdataset.py``'s shape: torchvision's crop, flip,
   jitter and grey, PIL's ``GaussianBlur``, ``ToTensor`` and ``Normalize``;
 - ``gpu_prepare``: ``augment: gpu``'s CPU side (``load_rgb``, then ``GPUMultiCrop.prepare``:
-  resize, centre square).
+  resize, centre square);
+- ``encoded_read``: what a worker does when the batch is decoded on the device
+  (``read_encoded``: the file's bytes and its header's size, no decode).
 
 Generated files have ImageNet's usual sizes (500 × 375, 375 × 500, 500 × 333, ...; mixed
 portrait, landscape and square) and smooth content with some texture, saved at quality 90.
@@ -54,7 +56,7 @@ from swav_plugin.swav.multicrop import (
     MultiCropTransform,
     PILGaussianBlur,
 )
-from swav_plugin.zoo.images import load_rgb
+from swav_plugin.zoo.images import load_rgb, read_encoded
 
 #: (width, height) of the generated files: ImageNet's most common sizes and orientations.
 SIZES = ((500, 375), (375, 500), (500, 333), (333, 500), (500, 500), (500, 400), (640, 480),
@@ -120,6 +122,7 @@ def pipelines() -> dict[str, Callable[[Path], Any]]:
         "lightly": lambda path: lightly(load_rgb(path)),
         "official": lambda path: official(load_rgb(path)),
         "gpu_prepare": lambda path: gpu.prepare(load_rgb(path)),
+        "encoded_read": read_encoded,
     }
 
 
@@ -131,6 +134,7 @@ LABELS = {
     "lightly": "lightly's `SwaVTransform` (same crops)",
     "official": "the official pipeline's shape (torchvision ops, PIL blur)",
     "gpu_prepare": "ours, `augment: gpu`, CPU side (decode, resize, centre square)",
+    "encoded_read": "device decode, CPU side (file bytes + header, no decode)",
 }
 
 

@@ -137,7 +137,8 @@ def test_loader_times_every_pipeline_on_the_same_files(report):
     found = result(report, "loader")
     assert found["images"] == 8 and len(found["sizes"]) == 8  # portrait, landscape, square
     assert set(found["images_per_s_per_core"]) == {
-        "pil_decode", "tv_decode", "cpu_before", "cpu", "lightly", "official", "gpu_prepare"}
+        "pil_decode", "tv_decode", "cpu_before", "cpu", "lightly", "official", "gpu_prepare",
+        "encoded_read"}
     assert all(rate > 0 for rate in found["images_per_s_per_core"].values())
     assert found["cpu_over_before"] == pytest.approx(
         found["images_per_s_per_core"]["cpu"] / found["images_per_s_per_core"]["cpu_before"])

@@ -1,6 +1,8 @@
 """Image files read for training without a bad file ending a run.
 
-:func:`load_rgb` turns any readable file into an 8-bit RGB image; :class:`SkippingImageFolder`
+:func:`load_rgb` turns any readable file into an 8-bit RGB image; :func:`read_encoded` reads a
+file's bytes and its header's size without decoding, for a batch decoded later on the training
+device; :class:`SkippingImageFolder`
 replaces the samples whose files cannot be read by the next readable ones, logs each such file
 once and keeps a count that DataLoader worker processes share with the main process.
 """
@@ -8,10 +10,12 @@ once and keeps a count that DataLoader worker processes share with the main proc
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +43,30 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     with Image.open(path) as image:
         image.load()
         return to_rgb(image)
+
+
+class EncodedImage(NamedTuple):
+    """An image file's bytes, not decoded, with what its header says."""
+
+    data: torch.Tensor  #: (n,) uint8, the whole file
+    height: int
+    width: int
+    format: str  #: PIL's name of the file format: ``JPEG``, ``PNG``, ...
+
+
+def read_encoded(path: str | os.PathLike[str]) -> EncodedImage:
+    """The file in ``path`` as bytes, with the height, width and format of its header.
+
+    Only the header is parsed (PIL opens images lazily), so a DataLoader worker hands the
+    compressed bytes on, a tenth of the decoded pixels, and the decoding happens where the
+    batch goes. Raises what PIL raises for a file whose header it cannot read.
+    """
+    data = Path(path).read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        file_format = image.format or ""
+    return EncodedImage(torch.frombuffer(bytearray(data), dtype=torch.uint8), height, width,
+                        file_format)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import RandomResizedCrop
 
 from swav_plugin.host.errors import ConfigError
@@ -19,7 +20,7 @@ from swav_plugin.host.registry import DATASETS
 from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 from swav_plugin.swav.gpu_multicrop import GPUMultiCrop
-from swav_plugin.zoo.images import SkippingImageFolder, load_rgb, to_rgb
+from swav_plugin.zoo.images import SkippingImageFolder, load_rgb, read_encoded, to_rgb
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -38,6 +39,28 @@ def _png16_rgb(path: Path, value: int, width: int = 3, height: int = 2) -> None:
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
                      + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("suffix", "mode"), [("jpg", "RGB"), ("jpg", "L"), ("png", "RGB"),
+                                               ("png", "P")])
+def test_read_encoded_keeps_the_bytes_and_reads_only_the_header(tmp_path, suffix, mode):
+    pixels = np.random.default_rng(0).integers(0, 256, (23, 37, 3), dtype=np.uint8)
+    path = tmp_path / f"image.{suffix}"
+    Image.fromarray(pixels).convert(mode).save(path)
+    encoded = read_encoded(path)
+    assert encoded.data.dtype == torch.uint8 and encoded.data.numpy().tobytes() == path.read_bytes()
+    assert (encoded.height, encoded.width) == (23, 37)
+    assert encoded.format == ("JPEG" if suffix == "jpg" else "PNG")
+    # decoded later, the bytes give the loader's pixels (the same libjpeg-turbo for JPEGs)
+    decoded = decode_image(encoded.data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+    assert np.abs(decoded.astype(int) - _pixels(load_rgb(path)).astype(int)).max() <= 1
+
+
+def test_read_encoded_refuses_a_file_without_an_image_header(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_bytes(b"not an image")
+    with pytest.raises(OSError, match="cannot identify image file"):
+        read_encoded(path)
 
 
 def test_grey_palette_and_bilevel_become_rgb(tmp_path):
