@@ -340,6 +340,7 @@ def affine(x: Tensor, angle: Tensor, shift_x: Tensor, shift_y: Tensor) -> Tensor
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out * inside
 
+
 def rgb_to_grayscale(x: Tensor) -> Tensor:
     """ITU-R 601-2 luma of an RGB batch, shape ``(N, 1, H, W)``."""
     return (x * channel_constant(LUMA, x.device, x.dtype)).sum(dim=1, keepdim=True)
