@@ -56,7 +56,8 @@ from swav_plugin.swav.multicrop import (
     MultiCropTransform,
     PILGaussianBlur,
 )
-from swav_plugin.zoo.images import load_rgb, read_encoded
+from swav_plugin.zoo.encoded import read_encoded
+from swav_plugin.zoo.rgb import load_rgb
 
 #: (width, height) of the generated files: ImageNet's most common sizes and orientations.
 SIZES = ((500, 375), (375, 500), (500, 333), (333, 500), (500, 500), (500, 400), (640, 480),

@@ -4,7 +4,10 @@ Two places to augment (``data.augment``): ``cpu``, the transform runs per image 
 DataLoader workers (and a transform with ``normalize_on_device`` hands over ``uint8`` images,
 normalised on the training device after the copy); ``gpu``, the workers deliver ``uint8``
 images with the random draws of their augmentation, and the transform's batched version
-applies them on the training device after the batch is moved there.
+applies them on the training device after the batch is moved there. With ``gpu``, a data set
+that can hand over its images still encoded (an ``encoded()`` method, such as image folders)
+has its workers read only the files' bytes; the training process decodes each batch on the
+training device before the copy (nvJPEG on a GPU).
 
 Either way the order and the augmentation are seeded per sample (:mod:`.sampling`), and the
 DataModule's state in a checkpoint says where in which epoch the run stopped, so that a resumed
@@ -17,7 +20,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
@@ -34,32 +37,109 @@ class BatchAugmentation(Protocol):
     """What a transform's ``batch_augmentation()`` returns, for ``data.augment: gpu``."""
 
     def prepare(self, image: Any) -> Tensor:
-        """One image as a fixed-size (3, H, W) ``uint8`` tensor (CPU, in the workers)."""
+        """One image as a (3, h, w) ``uint8`` tensor of :meth:`prepared_size` (CPU, in the
+        workers)."""
 
-    def draw(self, batch: int, height: int, width: int, generator: torch.Generator) -> Any:
-        """The random draws of a batch's augmentation (CPU, in the workers)."""
+    def prepared_size(self, height: Tensor, width: Tensor) -> tuple[Tensor, Tensor]:
+        """The size :meth:`prepare` gives images of ``height × width``."""
+
+    def stack(self, images: Sequence[Tensor]) -> Tensor:
+        """Images of :meth:`prepared_size` (a size each) as the one ``uint8`` batch that
+        :meth:`__call__` takes."""
+
+    def draw(self, batch: int, height: int | Tensor, width: int | Tensor,
+             generator: torch.Generator) -> Any:
+        """The random draws of a batch's augmentation, for images of one size or of a size
+        each (CPU, in the workers)."""
 
     def __call__(self, images: Tensor, draws: Any) -> Any:
         """The augmented batch of a ``uint8`` (B, 3, H, W) batch and its draws, on its device."""
 
 
-class DrawingCollate:
-    """For ``data.augment: gpu``: ``(images, labels, seeds)`` → ``(images, labels, draws)``.
+class EncodedDataset(Protocol):
+    """What a data set's ``encoded()`` returns, for ``data.augment: gpu``: samples whose
+    images are still encoded files, decoded in the training process on the training device
+    (such as :class:`~swav_plugin.zoo.images.EncodedImageFolder`)."""
 
-    The draws are made where the batch is made (a DataLoader worker), with a generator seeded
-    by the batch's first sample, so that they depend only on the run seed, the epoch and the
-    batch's samples, like the per-image augmentation.
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        """``(encoded image, label)``."""
+
+    def image_size(self, image: Any) -> tuple[int, int]:
+        """An encoded image's ``(height, width)``."""
+
+    def collate(self, images: Sequence[Any], heights: Tensor, widths: Tensor) -> Any:
+        """A batch's encoded images in one object, to be resized to ``heights × widths``."""
+
+    def decode(self, batch: Any, device: torch.device) -> list[Tensor]:
+        """The images of a batch of :meth:`collate` decoded on ``device``, each a ``uint8``
+        (3, h, w) tensor resized to its size."""
+
+
+class Sized(NamedTuple):
+    """A collated batch with the size of each of its images, for the draws."""
+
+    images: Any
+    labels: Tensor
+    seeds: Tensor
+    height: int | Tensor
+    width: int | Tensor
+
+
+class DrawingCollate:
+    """For ``data.augment: gpu``: samples → ``(images, labels, draws)``.
+
+    ``collate`` makes a :class:`Sized` batch of the samples; the draws are made where the
+    batch is made (a DataLoader worker), with a generator seeded by the batch's first sample,
+    so that they depend only on the run seed, the epoch and the batch's samples, like the
+    per-image augmentation.
     """
 
-    def __init__(self, collate: Callable[[Any], Any], augmentation: BatchAugmentation) -> None:
+    def __init__(self, collate: Callable[[Any], Sized], augmentation: BatchAugmentation) -> None:
         self.collate = collate
         self.augmentation = augmentation
 
-    def __call__(self, samples: Any) -> tuple[Tensor, Tensor, Any]:
-        images, labels, seeds = self.collate(samples)
-        generator = torch.Generator().manual_seed(int(seeds[0]))
-        batch, _, height, width = images.shape
-        return images, labels, self.augmentation.draw(batch, height, width, generator)
+    def __call__(self, samples: Any) -> tuple[Any, Tensor, Any]:
+        batch = self.collate(samples)
+        generator = torch.Generator().manual_seed(int(batch.seeds[0]))
+        draws = self.augmentation.draw(len(batch.labels), batch.height, batch.width, generator)
+        return batch.images, batch.labels, draws
+
+
+def _collate_in_memory(batch: tuple[Tensor, ...]) -> Sized:
+    """:class:`InMemoryImages` already made the batch: images of one size."""
+    images, labels, seeds = batch
+    return Sized(images, labels, seeds, images.shape[2], images.shape[3])
+
+
+class PreparedCollate:
+    """Prepared images of a size each, in the augmentation's batch (its ``stack``)."""
+
+    def __init__(self, augmentation: BatchAugmentation) -> None:
+        self.augmentation = augmentation
+
+    def __call__(self, samples: Sequence[tuple[Tensor, Any, int]]) -> Sized:
+        images, labels, seeds = zip(*samples, strict=True)
+        return Sized(self.augmentation.stack(images), default_collate(labels),
+                     torch.tensor(seeds), torch.tensor([image.shape[1] for image in images]),
+                     torch.tensor([image.shape[2] for image in images]))
+
+
+class EncodedCollate:
+    """Encoded samples in one batch of their data set's (:meth:`EncodedDataset.collate`),
+    with the sizes the augmentation resizes them to."""
+
+    def __init__(self, dataset: EncodedDataset, augmentation: BatchAugmentation) -> None:
+        self.dataset = dataset
+        self.augmentation = augmentation
+
+    def __call__(self, samples: Sequence[tuple[Any, Any, int]]) -> Sized:
+        images, labels, seeds = zip(*samples, strict=True)
+        sizes = torch.tensor([self.dataset.image_size(image) for image in images])
+        height, width = self.augmentation.prepared_size(sizes[:, 0], sizes[:, 1])
+        return Sized(self.dataset.collate(images, height, width), default_collate(labels),
+                     torch.tensor(seeds), height, width)
 
 
 class InMemoryImages(Dataset):
@@ -106,11 +186,6 @@ def _ignore_stop_signals(worker_id: int) -> None:
     for name in ("SIGTERM", "SIGUSR1"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
-def _as_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Collate of :class:`InMemoryImages`: its ``__getitems__`` already made the batch."""
-    return batch
 
 
 class TransformedDataset(Dataset):
@@ -188,7 +263,10 @@ class DataModule(pl.LightningDataModule):
             deliver ``uint8`` images (one indexing per batch for data sets held in memory)
             with the random draws of their augmentation, and ``transform.
             batch_augmentation()`` applies them on the training device (the GPU; on a CPU
-            run, batched on the CPU); ``collate`` is then not used.
+            run, batched on the CPU); ``collate`` is then not used. Images not held in
+            memory keep their whole area (shorter side resized to the augmentation's
+            ``prepared_size``); a data set with ``encoded()`` (:class:`EncodedDataset`) is
+            decoded on the training device, in the training process.
 
     Attributes:
         seed: The run's seed for the order and the augmentation (the runner sets ``run.seed``);
@@ -221,6 +299,7 @@ class DataModule(pl.LightningDataModule):
                 "lower data.batch_size"
             )
         self.batch_augment: BatchAugmentation | None = None
+        self._encoded: EncodedDataset | None = None
         self.normalize_on_device: Callable[[Tensor], Tensor] | None = None
         if augment == "cpu":
             self.normalize_on_device = getattr(transform, "normalize_on_device", None)
@@ -232,6 +311,8 @@ class DataModule(pl.LightningDataModule):
                     f"multicrop); {type(transform).__name__} has none; set data.augment: cpu"
                 )
             self.batch_augment = make()
+            encoded = getattr(dataset, "encoded", None)
+            self._encoded = encoded() if encoded is not None else None
         else:
             raise ConfigError(f"data.augment must be 'cpu' or 'gpu', got {augment!r}")
         self.dataset = dataset
@@ -252,13 +333,18 @@ class DataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset: Dataset = TransformedDataset(self.dataset, self.transform)
         collate = self.collate
-        if self.batch_augment is not None:
+        augmentation = self.batch_augment
+        if augmentation is not None:
             if hasattr(self.dataset, "images") and hasattr(self.dataset, "labels"):
                 dataset = InMemoryImages(self.dataset.images, self.dataset.labels)
-                collate = DrawingCollate(_as_batch, self.batch_augment)
+                collate = DrawingCollate(_collate_in_memory, augmentation)
+            elif self._encoded is not None:
+                dataset = TransformedDataset(self._encoded, None, True)
+                collate = DrawingCollate(EncodedCollate(self._encoded, augmentation),
+                                         augmentation)
             else:
-                dataset = TransformedDataset(self.dataset, self.batch_augment.prepare, True)
-                collate = DrawingCollate(default_collate, self.batch_augment)
+                dataset = TransformedDataset(self.dataset, augmentation.prepare, True)
+                collate = DrawingCollate(PreparedCollate(augmentation), augmentation)
         trainer = self.trainer
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         if self.seed is None:
@@ -298,6 +384,18 @@ class DataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.seed = state_dict["seed"]
         self._start = (state_dict["epoch"], state_dict["batches_done"])
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._encoded is None:
+            return batch
+        start = time.perf_counter()
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        files, labels, draws = batch
+        images = self.batch_augment.stack(self._encoded.decode(files, device))
+        batch = images, labels, draws
+        self._clock[0] += time.perf_counter() - start
+        return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.batch_augment is None and self.normalize_on_device is None:

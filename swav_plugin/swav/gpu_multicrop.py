@@ -79,8 +79,9 @@ class GPUMultiCrop:
         groups: Validated crop groups (``MultiCropTransform.groups``): size, count, scale and
             the augmentation settings of each.
         mean, std: Normalisation per channel.
-        load_size: Side of the square ``uint8`` image :meth:`prepare` makes on the CPU from an
-            image of any size (shorter side resized to it, then centre-cropped).
+        load_size: The shorter side images not held in memory are resized to, aspect kept,
+            before their crops are drawn and cut (:meth:`prepare` on the CPU, or
+            :func:`~swav_plugin.zoo.encoded.decode_resized` on the device).
     """
 
     def __init__(
@@ -103,17 +104,25 @@ class GPUMultiCrop:
         self.std = tuple(std)
         self.load_size = load_size
 
+    def prepared_size(self, height: Tensor, width: Tensor) -> tuple[Tensor, Tensor]:
+        """The (height, width) :meth:`prepare` gives images of ``height × width`` (tensors):
+        the shorter side ``load_size``, the aspect kept."""
+        return A.shorter_side_size(height, width, self.load_size)
+
     def prepare(self, image: Image.Image) -> Tensor:
-        """One image of any size as a (3, load_size, load_size) ``uint8`` tensor (CPU side)."""
+        """One image of any size as a ``uint8`` (3, h, w) tensor whose shorter side is
+        ``load_size`` (:meth:`prepared_size`), the whole image kept (CPU side)."""
         size = self.load_size
         image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when it is larger
         image = image.convert("RGB")
-        scale = size / min(image.size)
-        width, height = (max(size, round(side * scale)) for side in image.size)
+        height, width = (int(side) for side in self.prepared_size(image.height, image.width))
         image = image.resize((width, height), Image.BILINEAR)
-        left, top = (width - size) // 2, (height - size) // 2
-        image = image.crop((left, top, left + size, top + size))
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+    def stack(self, images: Sequence[Tensor]) -> Tensor:
+        """Prepared images of a size each as one batch for :meth:`__call__`
+        (:func:`~swav_plugin.zoo.batch_augment.canvas`)."""
+        return A.canvas(images)
 
     def draw(
         self,
@@ -154,7 +163,10 @@ class GPUMultiCrop:
 
     def __call__(self, images: Tensor, draws: CropDraws) -> list[Tensor]:
         """All crops of ``images`` (B, 3, H, W) ``uint8`` with the ``draws`` of
-        :meth:`draw` (on the same device), grouped by resolution, crop-major."""
+        :meth:`draw` (on the same device), grouped by resolution, crop-major.
+
+        Images of different sizes come as :meth:`stack` makes them, with draws made for
+        each image's own size."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"expected a uint8 batch (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"

@@ -143,6 +143,17 @@ def crop_rois(boxes: Tensor, image_index: Tensor) -> Tensor:
     return torch.cat((image_index.to(boxes.dtype).unsqueeze(1), boxes), dim=1)
 
 
+def shorter_side_size(height: Tensor, width: Tensor, short: int) -> tuple[Tensor, Tensor]:
+    """The (height, width) of images resized so that their shorter side is ``short``, aspect
+    kept: each side ``round(side · short / shorter side)`` (halves to even), in float64 so that
+    a Python ``int`` gives the same result as ``round`` of Python floats."""
+    height = torch.as_tensor(height, dtype=torch.float64)
+    width = torch.as_tensor(width, dtype=torch.float64)
+    scale = short / torch.minimum(height, width)
+    return (torch.round(height * scale).clamp_(min=short).long(),
+            torch.round(width * scale).clamp_(min=short).long())
+
+
 def random_affine_params(
     n: int,
     degrees: float,
@@ -289,6 +300,51 @@ def blur_kernels(kernel_size: int, sigma: Tensor) -> Tensor:
 
 
 # --- applies ------------------------------------------------------------------------------
+
+
+def canvas(images: Sequence[Tensor]) -> Tensor:
+    """Images of different sizes (each (3, h, w)) in one (B, 3, H + 1, W + 1) batch, where H
+    and W are the largest height and width: each image at the top left, its last column and
+    row repeated once beyond it, zeros elsewhere.
+
+    :func:`crop_resize` cuts every crop of the batch from it. At a box's right or bottom
+    edge, ``roi_align``'s bilinear samples read the pixel one beyond; for a box reaching its
+    image's edge that pixel is the repeated edge, as ``roi_align`` would clamp to on the
+    image alone, and not the next image's padding.
+    """
+    height = max(image.shape[1] for image in images)
+    width = max(image.shape[2] for image in images)
+    out = images[0].new_zeros((len(images), images[0].shape[0], height + 1, width + 1))
+    for slot, image in zip(out, images, strict=True):
+        h, w = image.shape[1:]
+        slot[:, :h, :w] = image
+        slot[:, :h, w] = image[:, :, -1]
+        slot[:, h, :w + 1] = slot[:, h - 1, :w + 1]
+    return out
+
+
+def resize_images(images: Sequence[Tensor], heights: Tensor, widths: Tensor) -> list[Tensor]:
+    """Each ``uint8`` (3, h, w) image resized to its ``heights[i] × widths[i]`` (bilinear,
+    antialiased as PIL resizes; rounded back to ``uint8``), on the images' device.
+
+    Images of one size going to one size (most of a photo collection's) are resized by one
+    call, so a batch costs a call per distinct pair of sizes rather than one per image.
+    """
+    targets = list(zip(heights.tolist(), widths.tolist(), strict=True))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (image, target) in enumerate(zip(images, targets, strict=True)):
+        groups.setdefault((*image.shape[1:], *target), []).append(i)
+    out: list[Tensor] = list(images)
+    for (h, w, target_h, target_w), members in groups.items():
+        if (h, w) == (target_h, target_w):
+            continue
+        batch = torch.stack([images[i] for i in members]).float()
+        resized = F.interpolate(batch, size=(target_h, target_w), mode="bilinear",
+                                align_corners=False, antialias=True)
+        for i, image in zip(members, resized.round_().clamp_(0, 255).to(torch.uint8),
+                            strict=True):
+            out[i] = image
+    return out
 
 
 def crop_resize(images: Tensor, rois: Tensor, size: int) -> Tensor:

@@ -1,102 +1,38 @@
-"""Image files read for training without a bad file ending a run.
+"""Image folders read for training without a bad file ending a run.
 
-:func:`load_rgb` turns any readable file into an 8-bit RGB image; :func:`read_encoded` reads a
-file's bytes and its header's size without decoding, for a batch decoded later on the training
-device; :class:`SkippingImageFolder`
-replaces the samples whose files cannot be read by the next readable ones, logs each such file
-once and keeps a count that DataLoader worker processes share with the main process.
+:class:`SkippingImageFolder` replaces the samples whose files cannot be read by the next
+readable ones, logs each such file once and keeps a count that DataLoader worker processes
+share with the main process; :meth:`SkippingImageFolder.encoded` reads the same folder as
+undecoded files, for batches decoded on the training device (:mod:`.encoded`).
 """
 
 from __future__ import annotations
 
 import errno
-import io
 import logging
-import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 import torchvision
-from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
 
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.zoo.encoded import (
+    EncodedBatch,
+    EncodedImage,
+    collate_encoded,
+    decode_resized,
+    read_encoded,
+)
+from swav_plugin.zoo.rgb import load_rgb
 
 logger = logging.getLogger(__name__)
 #: Errors of the storage rather than of the file (I/O error, too many open files, a stale or
 #: timed-out network file system, an interrupted call): the file is tried again next time.
 _TRANSIENT = {errno.EIO, errno.EMFILE, errno.ENFILE, errno.ESTALE, errno.ETIMEDOUT,
               errno.EAGAIN, errno.EINTR}
-
-_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
-_WHITE = (255, 255, 255, 255)
-
-
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """The image in ``path`` as an 8-bit RGB image (see :func:`to_rgb`).
-
-    The pixels are decoded here, so a truncated file raises here rather than later in a
-    transform. Raises whatever PIL raises for an unreadable file (mostly ``OSError``).
-    """
-    with Image.open(path) as image:
-        image.load()
-        return to_rgb(image)
-
-
-class EncodedImage(NamedTuple):
-    """An image file's bytes, not decoded, with what its header says."""
-
-    data: torch.Tensor  #: (n,) uint8, the whole file
-    height: int
-    width: int
-    format: str  #: PIL's name of the file format: ``JPEG``, ``PNG``, ...
-
-
-def read_encoded(path: str | os.PathLike[str]) -> EncodedImage:
-    """The file in ``path`` as bytes, with the height, width and format of its header.
-
-    Only the header is parsed (PIL opens images lazily), so a DataLoader worker hands the
-    compressed bytes on, a tenth of the decoded pixels, and the decoding happens where the
-    batch goes. Raises what PIL raises for a file whose header it cannot read.
-    """
-    data = Path(path).read_bytes()
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-        file_format = image.format or ""
-    return EncodedImage(torch.frombuffer(bytearray(data), dtype=torch.uint8), height, width,
-                        file_format)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as a new 8-bit RGB image.
-
-    - 16-bit grey (``I;16*``, and ``I`` whose values lie in 0–65535, as 16-bit PNG and TIFF
-      decode) is scaled by ``v >> 8``, where PIL's own conversion would clip to 255 (white).
-      16-bit RGB(A) PNGs already decode to 8-bit ``RGB(A)`` in PIL.
-    - Transparency (``RGBA``, ``LA``, ``PA``, a palette or grey transparent colour) is composited
-      over white, as a viewer shows it; dropping alpha would instead expose whatever colour the
-      file stores under transparent pixels (often black).
-    - Every other mode (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, …) goes through PIL's
-      ``convert("RGB")``.
-
-    Raises ``ValueError`` for floating-point (``F``) images and ``I`` images outside 0–65535:
-    they have no known 8-bit scale, and a guessed one would silently corrupt the data.
-    """
-    if image.mode in _SIXTEEN_BIT or image.mode == "I":
-        pixels = np.asarray(image)
-        if image.mode == "I" and (pixels.min() < 0 or pixels.max() > 65535):
-            raise ValueError(
-                f"32-bit integer pixels in {pixels.min()}..{pixels.max()} have no 8-bit scale"
-            )
-        image = Image.fromarray((pixels >> 8).astype(np.uint8))
-    elif image.mode == "F":
-        raise ValueError("floating-point pixels (mode F) have no 8-bit scale")
-    if image.has_transparency_data:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 class SkippingImageFolder(torchvision.datasets.ImageFolder):
@@ -127,6 +63,18 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
         # need no lock and a file drawn again (next epoch, another worker) is not counted twice.
         self._unreadable = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
 
+    def encoded(self) -> EncodedImageFolder:
+        """This folder's samples as undecoded files (:class:`EncodedImageFolder`), sharing its
+        unreadable-file flags: a file found unreadable through either is skipped by both."""
+        return EncodedImageFolder(self)
+
+    def mark_unreadable(self, index: int, reason: str) -> None:
+        """Flag sample ``index`` as unreadable (logged once, then skipped): for a file whose
+        header read but whose pixels could not be decoded later, where the batch went."""
+        if not self._unreadable[index]:
+            self._unreadable[index] = True
+            logger.warning("skipped unreadable image %s: %s", self.samples[index][0], reason)
+
     @property
     def skipped_count(self) -> int:
         """How many files have been found unreadable, in any process using this data set."""
@@ -136,7 +84,9 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
         """The paths of the files found unreadable, in sample order."""
         return [self.samples[i][0] for i in self._unreadable.nonzero().flatten().tolist()]
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
+    def read(self, index: int, loader: Callable[[str], Any]) -> tuple[Any, int, int]:
+        """``(image, target, sample index)`` of the first readable sample from ``index`` on
+        (wrapping round), its file read with ``loader``; neither transform applied."""
         count = len(self.samples)
         start = range(count)[index]  # IndexError past the end, which ends plain iteration
         for step in range(count):
@@ -145,7 +95,7 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
                 continue
             path, target = self.samples[i]
             try:
-                image = self.loader(path)
+                return loader(path), target, i
             # PIL's decoders raise many types (OSError, SyntaxError, ValueError, struct.error,
             # DecompressionBombError, ...), varying with the format and the Pillow version.
             except Exception as exc:
@@ -154,15 +104,54 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
                     # the storage failed, not the file: skip it this time only
                     logger.warning("could not read image %s this time: %s", path, reason)
                     continue
-                self._unreadable[i] = True
-                logger.warning("skipped unreadable image %s: %s", path, reason)
-                continue
-            if self.transform is not None:
-                image = self.transform(image)
-            if self.target_transform is not None:
-                target = self.target_transform(target)
-            return image, target
+                self.mark_unreadable(i, reason)
         raise ConfigError(
             f"image folder '{self.root}': none of its {count} image files can be read; "
             "see the logged 'skipped unreadable image' lines"
         )
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        image, target, _ = self.read(index, self.loader)
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
+
+
+class EncodedImageFolder(Dataset):
+    """A :class:`SkippingImageFolder` read as undecoded files, for ``data.augment: gpu``.
+
+    Samples are ``(EncodedImage, label)``: the file's bytes and header size
+    (:func:`~swav_plugin.zoo.encoded.read_encoded`), with the sample's index; a file whose
+    header cannot be read is skipped as the folder skips it. The training process packs a
+    batch (:meth:`collate`) and decodes it on the training device (:meth:`decode`), where a
+    file whose pixels cannot be decoded is flagged in the folder, logged and replaced.
+    """
+
+    def __init__(self, folder: SkippingImageFolder) -> None:
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> tuple[EncodedImage, Any]:
+        image, target, i = self.folder.read(index, read_encoded)
+        if self.folder.target_transform is not None:
+            target = self.folder.target_transform(target)
+        return image._replace(index=i), target
+
+    @staticmethod
+    def image_size(image: EncodedImage) -> tuple[int, int]:
+        """``(height, width)`` as the file's header gives them."""
+        return image.height, image.width
+
+    @staticmethod
+    def collate(images: Sequence[EncodedImage], heights: Tensor, widths: Tensor) -> EncodedBatch:
+        """A batch of samples' images, to be resized to ``heights × widths`` once decoded."""
+        return collate_encoded(images, heights, widths)
+
+    def decode(self, batch: EncodedBatch, device: torch.device) -> list[Tensor]:
+        """The batch's images decoded on ``device``, each resized to its size
+        (:func:`~swav_plugin.zoo.encoded.decode_resized`)."""
+        return decode_resized(batch, device, self.folder.mark_unreadable)

@@ -13,6 +13,8 @@ from swav_plugin.host.errors import ConfigError
 from swav_plugin.swav.gpu_multicrop import CropDraws
 from swav_plugin.swav.multicrop import MultiCropCollate, MultiCropTransform
 from swav_plugin.zoo.datasets import digits
+from swav_plugin.zoo.encoded import EncodedBatch
+from swav_plugin.zoo.images import SkippingImageFolder
 
 CROPS = [{"size": 8, "count": 2, "scale": (0.5, 1.0)}, {"size": 4, "count": 2,
                                                          "scale": (0.2, 0.5)}]
@@ -58,9 +60,60 @@ def test_gpu_augment_batch_equals_the_indexed_samples():
 
 def test_gpu_augment_prepares_images_of_any_size_per_sample():
     data = module(PILOnly(), "gpu", batch_size=3)
-    images, labels, draws = next(iter(data.train_dataloader()))
-    assert images.dtype == torch.uint8 and images.shape == (3, 3, 9, 9)  # load 8 × 8/7 = 9
-    assert draws.rois[:, 1:].max() <= 9
+    loader = data.train_dataloader()
+    indices = [draw.index for draw in list(loader.sampler)[:3]]
+    images, labels, draws = next(iter(loader))
+    # shorter side 14 → load 8 × 8/7 = 9, longer 20 + index → its share of 9, all kept
+    widths = [round((20 + i) * 9 / 14) for i in indices]
+    assert images.dtype == torch.uint8 and images.shape == (3, 3, 10, max(widths) + 1)
+    image = draws.rois[:, 0].long()
+    assert (draws.rois[:, 3] <= torch.tensor(widths)[image]).all()
+    assert (draws.rois[:, 4] <= 9).all()
+
+
+class Decoded(Dataset):
+    """A data set's samples without its ``encoded()``: decoded and prepared in the workers."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index]
+
+
+def jpeg_folder(root, sizes=((30, 40), (40, 30), (35, 35), (24, 48), (30, 40), (50, 28))):
+    """An image folder of JPEGs of mixed (height, width), two classes."""
+    rng = np.random.default_rng(0)
+    for k, (height, width) in enumerate(sizes):
+        (root / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+        image.save(root / f"c{k % 2}" / f"{k}.jpg", quality=95)
+    return SkippingImageFolder(str(root))
+
+
+def test_gpu_augment_decodes_an_image_folder_in_the_training_process(tmp_path):
+    folder = jpeg_folder(tmp_path)
+    data = module(folder, "gpu", batch_size=4)
+    prepared = module(Decoded(folder), "gpu", batch_size=4)
+    data.seed = prepared.seed = 7
+    files, labels, draws = next(iter(data.train_dataloader()))
+    assert isinstance(files, EncodedBatch)  # only the files' bytes left the worker
+    images, same_labels, same_draws = data.on_before_batch_transfer((files, labels, draws), 0)
+    assert same_labels is labels and same_draws is draws and images.dtype == torch.uint8
+    # the same batch decoded and prepared in the workers: the same samples, sizes and draws,
+    # the pixels within the rounding of two bilinear resizes (torch's and PIL's)
+    expected, expected_labels, expected_draws = next(iter(prepared.train_dataloader()))
+    assert torch.equal(labels, expected_labels)
+    assert torch.equal(draws.rois, expected_draws.rois)
+    assert torch.equal(draws.params, expected_draws.params)
+    assert images.shape == expected.shape
+    assert (images.int() - expected.int()).abs().max() <= 1
+    groups, _ = data.on_after_batch_transfer((images, labels, draws), 0)
+    assert [tuple(g.shape) for g in groups] == [(8, 3, 8, 8), (8, 3, 4, 4)]
 
 
 def test_cpu_augment_ships_uint8_crops_and_normalises_them_after_transfer():

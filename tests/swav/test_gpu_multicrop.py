@@ -101,6 +101,52 @@ def test_rotated_and_shifted_crops_match_the_cpu_pipeline():
     assert (plain[0].amax(1) < 0.5 / 255).float().mean() == 0  # the black comes from the affine
 
 
+MIXED = [(60, 80), (80, 60), (70, 70), (45, 90)]  # (height, width): landscape, portrait, square
+
+
+def position_images(n):
+    """uint8 images of the MIXED sizes in turn, whose red is the column's and green the row's
+    position in the whole image (0-255) and blue noise: a crop's mean red and green say where
+    in its image it was cut."""
+    g = np.random.default_rng(0)
+    images = []
+    for k in range(n):
+        height, width = MIXED[k % len(MIXED)]
+        yy, xx = np.mgrid[0:height, 0:width]
+        image = np.stack([255 * (xx + 0.5) / width, 255 * (yy + 0.5) / height,
+                          g.uniform(0, 255, (height, width))], axis=-1)
+        images.append(Image.fromarray(image.astype(np.uint8)))
+    return images
+
+
+def test_whole_image_crops_of_a_mixed_size_batch_match_the_cpu_pipeline():
+    # Portrait, landscape and square images in one batch: per size, where the crops lie in
+    # their image (their mean red and green) is distributed as RandomResizedCrop on the whole
+    # image places them (KS on 2 × 300 global and 2 × 300 local crops per size; the box sizes
+    # are compared exactly in test_batch_augment). Crops of each image's centre square reach
+    # 0.16-0.33 on the non-square sizes; whole-image crops stay below 0.1.
+    transform = MultiCropTransform(crops=[{"size": 16, "count": 2, "scale": (0.14, 1.0)},
+                                          {"size": 8, "count": 2, "scale": (0.05, 0.14)}],
+                                   hflip_prob=0.0, color_jitter_prob=0.0, grayscale_prob=0.0,
+                                   blur_prob=0.0, mean=(0, 0, 0), std=(1, 1, 1), load_size=64)
+    per_size = 300
+    images = position_images(per_size * len(MIXED))
+    torch.manual_seed(0)
+    cpu = cpu_batch(transform, [np.asarray(image) for image in images])
+    gpu = transform.batch_augmentation()
+    prepared = [gpu.prepare(image) for image in images]
+    heights = torch.tensor([image.shape[1] for image in prepared])
+    widths = torch.tensor([image.shape[2] for image in prepared])
+    out = gpu(gpu.stack(prepared), gpu.draw(len(images), heights, widths,
+                                            torch.Generator().manual_seed(0)))
+    owner = torch.arange(len(images)).repeat(2) % len(MIXED)  # crop-major
+    for c, g in zip(cpu, out, strict=True):
+        for k, size in enumerate(MIXED):
+            for channel in (0, 1):
+                a, b = (x[owner == k, channel].flatten(1).mean(1).numpy() for x in (c, g))
+                assert ks_statistic(a, b) < 0.12, (size, channel)
+
+
 def test_flip_and_grayscale_rates_follow_the_recipe():
     transform = MultiCropTransform(crops=[{"size": 16, "count": 1, "scale": (1.0, 1.0)}],
                                    hflip_prob=0.5, color_jitter_prob=0.0, grayscale_prob=0.2,
@@ -186,13 +232,17 @@ def test_draws_for_another_batch_are_refused():
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "RGB"])
-def test_prepare_makes_fixed_size_uint8_from_any_image(mode):
+@pytest.mark.parametrize(("size", "prepared"), [((400, 300), (256, 341)), ((300, 400), (341, 256)),
+                                                ((256, 256), (256, 256))])
+def test_prepare_keeps_the_whole_image_with_its_shorter_side_at_load_size(mode, size, prepared):
     gpu = MultiCropTransform(crops=[{"size": 224, "count": 2, "scale": (0.14, 1.0)}])
     gpu = gpu.batch_augmentation()
     assert gpu.load_size == 256
-    image = Image.new(mode, (400, 300))
-    pixels = gpu.prepare(image)
-    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 256, 256)
+    pixels = gpu.prepare(Image.new(mode, size))
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, *prepared)
+    width, height = size
+    assert tuple(int(s) for s in gpu.prepared_size(torch.tensor(height), torch.tensor(width))) \
+        == prepared
 
 
 def test_rejects_float_input():

@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import RandomResizedCrop
 
 from swav_plugin.host.errors import ConfigError
@@ -20,7 +19,8 @@ from swav_plugin.host.registry import DATASETS
 from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 from swav_plugin.swav.gpu_multicrop import GPUMultiCrop
-from swav_plugin.zoo.images import SkippingImageFolder, load_rgb, read_encoded, to_rgb
+from swav_plugin.zoo.images import SkippingImageFolder
+from swav_plugin.zoo.rgb import load_rgb, to_rgb
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -39,28 +39,6 @@ def _png16_rgb(path: Path, value: int, width: int = 3, height: int = 2) -> None:
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
                      + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))
-
-
-@pytest.mark.parametrize(("suffix", "mode"), [("jpg", "RGB"), ("jpg", "L"), ("png", "RGB"),
-                                               ("png", "P")])
-def test_read_encoded_keeps_the_bytes_and_reads_only_the_header(tmp_path, suffix, mode):
-    pixels = np.random.default_rng(0).integers(0, 256, (23, 37, 3), dtype=np.uint8)
-    path = tmp_path / f"image.{suffix}"
-    Image.fromarray(pixels).convert(mode).save(path)
-    encoded = read_encoded(path)
-    assert encoded.data.dtype == torch.uint8 and encoded.data.numpy().tobytes() == path.read_bytes()
-    assert (encoded.height, encoded.width) == (23, 37)
-    assert encoded.format == ("JPEG" if suffix == "jpg" else "PNG")
-    # decoded later, the bytes give the loader's pixels (the same libjpeg-turbo for JPEGs)
-    decoded = decode_image(encoded.data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
-    assert np.abs(decoded.astype(int) - _pixels(load_rgb(path)).astype(int)).max() <= 1
-
-
-def test_read_encoded_refuses_a_file_without_an_image_header(tmp_path):
-    path = tmp_path / "notes.jpg"
-    path.write_bytes(b"not an image")
-    with pytest.raises(OSError, match="cannot identify image file"):
-        read_encoded(path)
 
 
 def test_grey_palette_and_bilevel_become_rgb(tmp_path):
@@ -139,9 +117,15 @@ def test_tiny_images_go_through_both_crop_pipelines(tmp_path, size):
     crop = RandomResizedCrop(32)(image)
     assert crop.size == (32, 32)
     assert (_pixels(crop) == [10, 200, 30]).all()
-    prepared = GPUMultiCrop([], (0.5,) * 3, (0.5,) * 3, load_size=24).prepare(image)
-    assert prepared.shape == (3, 24, 24) and prepared.dtype == torch.uint8
+    gpu = GPUMultiCrop([], (0.5,) * 3, (0.5,) * 3, load_size=24)
+    prepared = gpu.prepare(image)
+    assert prepared.shape == (3, 24, round(24 * width / height)) and prepared.dtype == torch.uint8
     assert (prepared.permute(1, 2, 0) == torch.tensor([10, 200, 30], dtype=torch.uint8)).all()
+    folder = DATASETS.create("image_folder", root=str(tmp_path)).encoded()
+    encoded, _ = folder[0]
+    sizes = [torch.tensor([side]) for side in gpu.prepared_size(encoded.height, encoded.width)]
+    decoded = folder.decode(folder.collate([encoded], *sizes), torch.device("cpu"))[0]
+    assert torch.equal(decoded, prepared)
 
 
 def _write_jpeg_then_truncate(path: Path) -> None:
@@ -225,11 +209,14 @@ def test_a_folder_with_no_readable_image_is_a_config_error(tmp_path):
     assert dataset.skipped_count == 2
 
 
-def test_a_run_over_broken_images_trains_and_reports_them(mixed_folder, tiny_recipe, capsys):
+@pytest.mark.parametrize("augment", ["cpu", "gpu"])
+def test_a_run_over_broken_images_trains_and_reports_them(mixed_folder, tiny_recipe, capsys,
+                                                          augment):
+    # gpu: the worker skips the files without a header, the training process the truncated
     root, bad = mixed_folder
     recipe = copy.deepcopy(tiny_recipe)
     recipe["data"].update(dataset={"name": "image_folder", "root": str(root)}, batch_size=4,
-                          num_workers=1)
+                          num_workers=1, augment=augment)
     recipe["method"]["head"]["num_prototypes"] = 4
     trainer = run(resolve(recipe))
     assert trainer.global_step == 2  # the 8 samples, 2 batches of 4
@@ -256,3 +243,32 @@ def test_a_storage_error_skips_the_file_this_time_only(mixed_folder, monkeypatch
     assert int(_pixels(first[0])[0, 0, 0]) == 10 * 4  # the next readable sample, this time
     assert int(_pixels(dataset[0][0])[0, 0, 0]) == 0  # read again, and this time it loads
     assert str(root / "train" / "a" / "0.png") not in dataset.skipped_paths()
+
+
+def test_the_encoded_folder_skips_bad_headers_in_the_worker_and_bad_pixels_at_the_decode(
+    mixed_folder, caplog
+):
+    root, bad = mixed_folder
+    folder = DATASETS.create("image_folder", root=str(root))
+    encoded = folder.encoded()
+    assert len(encoded) == len(folder) == 8
+    with caplog.at_level(logging.WARNING, logger="swav_plugin.zoo.images"):
+        samples = [encoded[i] for i in range(len(encoded))]
+        # the empty and text files have no header: 2, 3 → 4 and 7 → 0, as the folder skips;
+        # the truncated files' headers read, so they come through as themselves
+        assert [image.index for image, _ in samples] == [0, 1, 4, 4, 4, 5, 6, 0]
+        assert [label for _, label in samples] == [0, 0, 0, 0, 0, 1, 1, 0]
+        assert folder.skipped_count == 3
+        images = [image for image, _ in samples]
+        heights, widths = (torch.tensor(side) for side in
+                           zip(*map(encoded.image_size, images), strict=True))
+        decoded = encoded.decode(encoded.collate(images, heights, widths), torch.device("cpu"))
+    # 1 and 5 do not decode: replaced by the next image of the batch, at their own size
+    assert [int(image[0, 0, 0]) // 10 for image in decoded] == [0, 4, 4, 4, 4, 6, 6, 0]
+    assert [tuple(image.shape) for image in decoded][1] == (3, 64, 64)
+    assert folder.skipped_count == 5 and folder.skipped_paths() == bad
+    lines = [r.getMessage() for r in caplog.records if r.name == "swav_plugin.zoo.images"]
+    assert sorted(line.split(": ")[0] for line in lines) == \
+        sorted(f"skipped unreadable image {p}" for p in bad)
+    # flagged from the decode, the truncated files are skipped by the workers from now on
+    assert encoded[1][0].index == 4 and folder[5][1] == 1 and encoded[5][0].index == 6

@@ -224,6 +224,74 @@ def test_upscaling_is_bilinear_interpolation():
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
+# --- shorter_side_size, resize_images, canvas ------------------------------------------------
+
+
+def test_shorter_side_size_rounds_as_python_does():
+    heights = torch.tensor([375, 500, 333, 7, 256, 3])
+    widths = torch.tensor([500, 375, 500, 7, 256, 5])
+    for short in (96, 256):
+        h, w = ba.shorter_side_size(heights, widths, short)
+        for height, width, got_h, got_w in zip(heights.tolist(), widths.tolist(), h, w,
+                                               strict=True):
+            scale = short / min(height, width)
+            assert (got_h, got_w) == (max(short, round(height * scale)),
+                                      max(short, round(width * scale)))
+
+
+def test_resize_images_matches_pil_bilinear_resize():
+    rng = np.random.default_rng(0)
+    images = [_natural_images(1, 40, seed)[0] for seed in range(2)] + [
+        torch.from_numpy(rng.integers(0, 256, (3, 30, 50), dtype=np.uint8))]
+    images[:2] = [(im * 255).round().to(torch.uint8) for im in images[:2]]
+    heights, widths = torch.tensor([18, 40, 18]), torch.tensor([18, 25, 30])  # down, mixed, down
+    resized = ba.resize_images(images, heights, widths)
+    for image, out, h, w in zip(images, resized, heights.tolist(), widths.tolist(), strict=True):
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((w, h), Image.BILINEAR)
+        expected = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
+        assert out.dtype == torch.uint8 and out.shape == (3, h, w)
+        assert (out.int() - expected.int()).abs().max() <= 1
+
+
+def test_resize_images_of_one_size_together_as_alone():
+    images = [(_natural_images(1, 32, seed)[0] * 255).round().to(torch.uint8) for seed in range(4)]
+    heights, widths = torch.tensor([16, 16, 20, 32]), torch.tensor([16, 16, 12, 32])
+    together = ba.resize_images(images, heights, widths)
+    for i in range(4):
+        alone = ba.resize_images(images[i:i + 1], heights[i:i + 1], widths[i:i + 1])[0]
+        assert torch.equal(together[i], alone)
+    assert together[3] is images[3]  # already at its size: not resampled
+
+
+def test_canvas_places_each_image_top_left_and_repeats_its_far_edges():
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=_gen(h))
+              for h, w in ((4, 6), (7, 3), (5, 5))]
+    out = ba.canvas(images)
+    assert out.shape == (3, 3, 8, 7) and out.dtype == torch.uint8
+    for slot, image in zip(out, images, strict=True):
+        h, w = image.shape[1:]
+        assert torch.equal(slot[:, :h, :w], image)
+        assert torch.equal(slot[:, :h, w], image[:, :, -1])
+        assert torch.equal(slot[:, h, :w], image[:, -1, :])
+        assert torch.equal(slot[:, h, w], image[:, -1, -1])
+        assert (slot[:, h + 1:] == 0).all() and (slot[:, :, w + 1:] == 0).all()
+
+
+def test_crops_cut_from_a_canvas_equal_crops_of_each_image_alone():
+    # boxes reaching the far edges of images smaller than the canvas, at several scales: the
+    # repeated edge stands in for roi_align's clamp at an image's own border
+    images = [torch.rand(3, h, w, generator=_gen(h * w)) for h, w in ((20, 30), (30, 14), (9, 9))]
+    batch = ba.canvas(images)
+    boxes = torch.tensor([[10.0, 5.0, 30.0, 20.0], [0.0, 17.0, 14.0, 30.0], [0.0, 0.0, 9.0, 9.0],
+                          [2.5, 3.0, 9.0, 9.0]])
+    owner = torch.tensor([0, 1, 2, 2])
+    for size in (5, 8, 13):
+        cut = _crop(batch, boxes, owner, size)
+        for k, i in enumerate(owner.tolist()):
+            alone = _crop(images[i][None], boxes[k:k + 1], torch.tensor([0]), size)
+            torch.testing.assert_close(cut[k:k + 1], alone, atol=1e-6, rtol=0)
+
+
 # --- flip, grayscale, solarize, normalize ----------------------------------------------------
 
 
