@@ -1,7 +1,7 @@
 """Shared parts of the training benchmarks: run a LightningModule for a fixed number of steps
 and measure images/s after a warm-up, the peak memory and the data wait; random in-memory
 data of a data set's shape (no data set can be downloaded here, and pixel values do not change
-the cost)."""
+the cost); a folder of JPEGs of ImageNet's usual sizes."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 
 from swav_plugin.host.data_wait import DataWaitMonitor
 from swav_plugin.host.registry import DATASETS
@@ -31,6 +33,27 @@ class RandomUint8(ImageArrayDataset):
         pixels = np.random.default_rng(seed).integers(0, 256, (num_samples, size, size, 3),
                                                       dtype=np.uint8)
         super().__init__(pixels, np.zeros(num_samples, dtype=np.int64), ["random"])
+
+
+#: (width, height) of the generated files: ImageNet's most common sizes and orientations.
+SIZES = ((500, 375), (375, 500), (500, 333), (333, 500), (500, 500), (500, 400), (640, 480),
+         (400, 500), (500, 281), (300, 225))
+
+def write_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` JPEGs of :data:`SIZES` (in turn) in ``folder``: low-frequency colour fields
+    with noise, so that they compress and decode like photographs rather than like noise."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        width, height = SIZES[i % len(SIZES)]
+        coarse = rng.integers(0, 256, (height // 25 + 2, width // 25 + 2, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+        noise = rng.normal(0, 12, smooth.shape)
+        pixels = np.clip(smooth + noise, 0, 255).astype(np.uint8)
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
 
 
 def pick_device(name: str) -> str:

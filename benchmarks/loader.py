@@ -20,10 +20,12 @@ times that. The multi-crop pipelines make SwAV's ImageNet crops, 2 × 224 px at 
 - ``lightly``: lightly's ``SwaVTransform`` with the same crops;
 - ``official``: the official ``src/multicropdataset.py``'s shape: torchvision's crop, flip,
   jitter and grey, PIL's ``GaussianBlur``, ``ToTensor`` and ``Normalize``;
-- ``gpu_prepare``: ``augment: gpu``'s CPU side (``load_rgb``, then ``GPUMultiCrop.prepare``:
-  resize, centre square);
+- ``gpu_prepare``: ``augment: gpu``'s CPU side for data sets that cannot hand over encoded
+  files (``load_rgb``, then ``GPUMultiCrop.prepare``: the resize to ``load_size``);
 - ``encoded_read``: what a worker does when the batch is decoded on the device
-  (``read_encoded``: the file's bytes and its header's size, no decode).
+  (``read_encoded``: the file's bytes and its header's size, no decode);
+- ``encoded_decode``: the training process's share of that path when it has no GPU
+  (``decode_jpeg`` and the resize to ``load_size`` on the CPU).
 
 Generated files have ImageNet's usual sizes (500 × 375, 375 × 500, 500 × 333, ...; mixed
 portrait, landscape and square) and smooth content with some texture, saved at quality 90.
@@ -42,13 +44,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torchvision
+from harness import write_jpegs
 from lightly.transforms.swav_transform import SwaVTransform
 from PIL import Image
 from torchvision import transforms as T
 
+from swav_plugin.swav.gpu_multicrop import GPUMultiCrop
 from swav_plugin.swav.multicrop import (
     IMAGENET_CROPS,
     IMAGENET_MEAN,
@@ -56,30 +59,10 @@ from swav_plugin.swav.multicrop import (
     MultiCropTransform,
     PILGaussianBlur,
 )
-from swav_plugin.zoo.encoded import read_encoded
+from swav_plugin.zoo.encoded import EncodedImage, collate_encoded, decode_resized, read_encoded
 from swav_plugin.zoo.rgb import load_rgb
 
-#: (width, height) of the generated files: ImageNet's most common sizes and orientations.
-SIZES = ((500, 375), (375, 500), (500, 333), (333, 500), (500, 500), (500, 400), (640, 480),
-         (400, 500), (500, 281), (300, 225))
 WARMUP = 5
-
-
-def write_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` JPEGs of :data:`SIZES` (in turn) in ``folder``: low-frequency colour fields
-    with noise, so that they compress and decode like photographs rather than like noise."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        width, height = SIZES[i % len(SIZES)]
-        coarse = rng.integers(0, 256, (height // 25 + 2, width // 25 + 2, 3), dtype=np.uint8)
-        smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
-        noise = rng.normal(0, 12, smooth.shape)
-        pixels = np.clip(smooth + noise, 0, 255).astype(np.uint8)
-        path = folder / f"{i:05d}.jpg"
-        Image.fromarray(pixels).save(path, quality=90)
-        paths.append(path)
-    return paths
 
 
 def torchvision_multicrop(blur: str) -> Callable[[Image.Image], list[torch.Tensor]]:
@@ -124,7 +107,19 @@ def pipelines() -> dict[str, Callable[[Path], Any]]:
         "official": lambda path: official(load_rgb(path)),
         "gpu_prepare": lambda path: gpu.prepare(load_rgb(path)),
         "encoded_read": read_encoded,
+        "encoded_decode": lambda path: decode_on_cpu(gpu, read_encoded(path)),
     }
+
+
+def decode_on_cpu(gpu: GPUMultiCrop, image: EncodedImage) -> list[torch.Tensor]:
+    """What the training process does with a file of the device path when it trains on the
+    CPU: decode it there and resize it to ``load_size``."""
+    height, width = gpu.prepared_size(torch.tensor([image.height]), torch.tensor([image.width]))
+    return decode_resized(collate_encoded([image], height, width), "cpu", _refuse)
+
+
+def _refuse(index: int, reason: str) -> None:
+    raise RuntimeError(f"a generated JPEG did not decode: {reason}")
 
 
 LABELS = {
@@ -134,8 +129,9 @@ LABELS = {
     "cpu": "ours, `augment: cpu` (`MultiCropTransform`, uint8 crops)",
     "lightly": "lightly's `SwaVTransform` (same crops)",
     "official": "the official pipeline's shape (torchvision ops, PIL blur)",
-    "gpu_prepare": "ours, `augment: gpu`, CPU side (decode, resize, centre square)",
+    "gpu_prepare": "ours, `augment: gpu`, CPU side of a decoded data set (decode, resize)",
     "encoded_read": "device decode, CPU side (file bytes + header, no decode)",
+    "encoded_decode": "device decode done on a CPU (decode_jpeg + resize, no GPU)",
 }
 
 

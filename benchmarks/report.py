@@ -64,7 +64,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], int]] = {
         [],
         ["--device", "cpu", "--batch-size", "1", "--steps", "2", "--warmup", "1",
          "--global-size", "32", "--local-size", "16", "--local-crops", "2", "--precision",
-         "32", "--peak-tflops", "1.0"],
+         "32", "--peak-tflops", "1.0", "--jpegs", "4", "--workers", "1"],
         300,
     ),
     "loader": (

@@ -89,6 +89,10 @@ def test_resnet50_step_counts_flops(report):
     found = result(report, "step_resnet50")
     assert found["flops_per_step"] > 0 and found["images_per_s"] > 0
     assert "MFU:" in report[1] and "n/a" not in report[1]
+    # the same step fed from JPEG files through the device path
+    assert found["jpeg_over_device"] == pytest.approx(
+        found["jpeg_images_per_s"] / found["images_per_s"])
+    assert "fed from 4 JPEG files by 1 workers (augment: gpu)" in report[1]
 
 
 @pytest.mark.slow
@@ -138,7 +142,7 @@ def test_loader_times_every_pipeline_on_the_same_files(report):
     assert found["images"] == 8 and len(found["sizes"]) == 8  # portrait, landscape, square
     assert set(found["images_per_s_per_core"]) == {
         "pil_decode", "tv_decode", "cpu_before", "cpu", "lightly", "official", "gpu_prepare",
-        "encoded_read"}
+        "encoded_read", "encoded_decode"}
     assert all(rate > 0 for rate in found["images_per_s_per_core"].values())
     assert found["cpu_over_before"] == pytest.approx(
         found["images_per_s_per_core"]["cpu"] / found["images_per_s_per_core"]["cpu_before"])

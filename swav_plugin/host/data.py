@@ -264,9 +264,9 @@ class DataModule(pl.LightningDataModule):
             with the random draws of their augmentation, and ``transform.
             batch_augmentation()`` applies them on the training device (the GPU; on a CPU
             run, batched on the CPU); ``collate`` is then not used. Images not held in
-            memory keep their whole area (shorter side resized to the augmentation's
-            ``prepared_size``); a data set with ``encoded()`` (:class:`EncodedDataset`) is
-            decoded on the training device, in the training process.
+            memory keep their whole area (at the augmentation's ``prepared_size``); a data
+            set with ``encoded()`` (:class:`EncodedDataset`) is decoded on the training
+            device, in the training process.
 
     Attributes:
         seed: The run's seed for the order and the augmentation (the runner sets ``run.seed``);

@@ -79,9 +79,11 @@ class GPUMultiCrop:
         groups: Validated crop groups (``MultiCropTransform.groups``): size, count, scale and
             the augmentation settings of each.
         mean, std: Normalisation per channel.
-        load_size: The shorter side images not held in memory are resized to, aspect kept,
-            before their crops are drawn and cut (:meth:`prepare` on the CPU, or
-            :func:`~swav_plugin.zoo.encoded.decode_resized` on the device).
+        load_size: The largest shorter side of images not held in memory: larger images are
+            brought down to it, aspect kept, before their crops are drawn and cut
+            (:meth:`prepare` on the CPU, or :func:`~swav_plugin.zoo.encoded.decode_resized`
+            on the device); smaller ones are cropped at their own size, as torchvision crops
+            them.
     """
 
     def __init__(
@@ -106,17 +108,18 @@ class GPUMultiCrop:
 
     def prepared_size(self, height: Tensor, width: Tensor) -> tuple[Tensor, Tensor]:
         """The (height, width) :meth:`prepare` gives images of ``height × width`` (tensors):
-        the shorter side ``load_size``, the aspect kept."""
-        return A.shorter_side_size(height, width, self.load_size)
+        a shorter side above ``load_size`` brought down to it, the aspect kept."""
+        return A.downscaled_size(height, width, self.load_size)
 
     def prepare(self, image: Image.Image) -> Tensor:
-        """One image of any size as a ``uint8`` (3, h, w) tensor whose shorter side is
-        ``load_size`` (:meth:`prepared_size`), the whole image kept (CPU side)."""
+        """One image of any size as a ``uint8`` (3, h, w) tensor of :meth:`prepared_size`, the
+        whole image kept (CPU side)."""
         size = self.load_size
         image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when it is larger
         image = image.convert("RGB")
         height, width = (int(side) for side in self.prepared_size(image.height, image.width))
-        image = image.resize((width, height), Image.BILINEAR)
+        if (width, height) != image.size:
+            image = image.resize((width, height), Image.BILINEAR)
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
     def stack(self, images: Sequence[Tensor]) -> Tensor:

@@ -82,9 +82,10 @@ class MultiCropTransform:
             default and the official code's) or ``bicubic`` (solo-learn's); ``bicubic`` is
             ``data.augment: cpu`` only.
         load_size: With ``data.augment: gpu`` on data sets not held in memory (image folders):
-            the side of the square ``uint8`` image the CPU makes of each image (shorter side
-            resized, centre-cropped) before the crops are cut on the device. Default: the
-            largest crop × 8/7 (256 for 224-pixel crops).
+            the largest shorter side of an image its crops are cut from; larger images are
+            brought down to it (aspect kept) once decoded, smaller ones are used as they are.
+            It bounds the memory and time per batch on the device. Default: the largest crop
+            × 8/7 (256 for 224-pixel crops).
     """
 
     def __init__(

@@ -143,15 +143,17 @@ def crop_rois(boxes: Tensor, image_index: Tensor) -> Tensor:
     return torch.cat((image_index.to(boxes.dtype).unsqueeze(1), boxes), dim=1)
 
 
-def shorter_side_size(height: Tensor, width: Tensor, short: int) -> tuple[Tensor, Tensor]:
-    """The (height, width) of images resized so that their shorter side is ``short``, aspect
-    kept: each side ``round(side · short / shorter side)`` (halves to even), in float64 so that
-    a Python ``int`` gives the same result as ``round`` of Python floats."""
+def downscaled_size(height: Tensor, width: Tensor, short: int) -> tuple[Tensor, Tensor]:
+    """The (height, width) of images whose shorter side is brought down to ``short``, aspect
+    kept (each side ``round(side · short / shorter side)``, halves to even, in float64 so that
+    a Python ``int`` gives Python's ``round``); images whose shorter side is at most ``short``
+    keep their size."""
     height = torch.as_tensor(height, dtype=torch.float64)
     width = torch.as_tensor(width, dtype=torch.float64)
-    scale = short / torch.minimum(height, width)
-    return (torch.round(height * scale).clamp_(min=short).long(),
-            torch.round(width * scale).clamp_(min=short).long())
+    scale = (short / torch.minimum(height, width)).clamp_(max=1.0)
+    shorter = torch.minimum(height, width).clamp(max=short)
+    return (torch.round(height * scale).maximum(shorter).long(),
+            torch.round(width * scale).maximum(shorter).long())
 
 
 def random_affine_params(

@@ -233,8 +233,9 @@ def test_draws_for_another_batch_are_refused():
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "RGB"])
 @pytest.mark.parametrize(("size", "prepared"), [((400, 300), (256, 341)), ((300, 400), (341, 256)),
-                                                ((256, 256), (256, 256))])
-def test_prepare_keeps_the_whole_image_with_its_shorter_side_at_load_size(mode, size, prepared):
+                                                ((256, 256), (256, 256)), ((200, 150), (150, 200))])
+def test_prepare_keeps_the_whole_image_with_its_shorter_side_at_most_load_size(mode, size,
+                                                                               prepared):
     gpu = MultiCropTransform(crops=[{"size": 224, "count": 2, "scale": (0.14, 1.0)}])
     gpu = gpu.batch_augmentation()
     assert gpu.load_size == 256

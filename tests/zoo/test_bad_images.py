@@ -119,7 +119,7 @@ def test_tiny_images_go_through_both_crop_pipelines(tmp_path, size):
     assert (_pixels(crop) == [10, 200, 30]).all()
     gpu = GPUMultiCrop([], (0.5,) * 3, (0.5,) * 3, load_size=24)
     prepared = gpu.prepare(image)
-    assert prepared.shape == (3, 24, round(24 * width / height)) and prepared.dtype == torch.uint8
+    assert prepared.shape == (3, height, width) and prepared.dtype == torch.uint8  # not enlarged
     assert (prepared.permute(1, 2, 0) == torch.tensor([10, 200, 30], dtype=torch.uint8)).all()
     folder = DATASETS.create("image_folder", root=str(tmp_path)).encoded()
     encoded, _ = folder[0]

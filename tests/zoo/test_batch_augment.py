@@ -224,19 +224,21 @@ def test_upscaling_is_bilinear_interpolation():
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
-# --- shorter_side_size, resize_images, canvas ------------------------------------------------
+# --- downscaled_size, resize_images, canvas ---------------------------------------------------
 
 
-def test_shorter_side_size_rounds_as_python_does():
-    heights = torch.tensor([375, 500, 333, 7, 256, 3])
-    widths = torch.tensor([500, 375, 500, 7, 256, 5])
+def test_downscaled_size_brings_the_shorter_side_down_and_rounds_as_python_does():
+    heights = torch.tensor([375, 500, 333, 7, 256, 3, 1000])
+    widths = torch.tensor([500, 375, 500, 7, 256, 5, 97])
     for short in (96, 256):
-        h, w = ba.shorter_side_size(heights, widths, short)
+        h, w = ba.downscaled_size(heights, widths, short)
         for height, width, got_h, got_w in zip(heights.tolist(), widths.tolist(), h, w,
                                                strict=True):
             scale = short / min(height, width)
-            assert (got_h, got_w) == (max(short, round(height * scale)),
-                                      max(short, round(width * scale)))
+            expected = (height, width) if scale >= 1 else (round(height * scale),
+                                                           round(width * scale))
+            assert (got_h, got_w) == expected
+            assert min(got_h, got_w) == min(short, height, width)
 
 
 def test_resize_images_matches_pil_bilinear_resize():
