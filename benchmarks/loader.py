@@ -6,10 +6,12 @@
 
 Each pipeline runs in this process on one thread (``torch.set_num_threads(1)``; PIL decodes
 on one), over the same files in the same order, after one untimed pass over the first few,
-so its images/s is its images/s per core: a DataLoader with ``W`` workers gets about ``W``
-times that. The multi-crop pipelines make SwAV's ImageNet crops, 2 × 224 px at scale
-(0.14, 1) and 6 × 96 px at (0.05, 0.14), with the official colour distortion (jitter 0.8 /
-0.8 / 0.8 / 0.2 at p 0.8, grey 0.2, blur p 0.5 with σ in (0.1, 2)) and flips:
+so its images/s is its images/s per core (the median of ``--rounds`` timings, the pipelines
+taken in alternating order; a ratio is the median of the rounds' ratios): a DataLoader with
+``W`` workers gets about ``W`` times that. The multi-crop pipelines make SwAV's ImageNet
+crops, 2 × 224 px at scale (0.14, 1) and 6 × 96 px at (0.05, 0.14), with the official colour
+distortion (jitter 0.8 / 0.8 / 0.8 / 0.2 at p 0.8, grey 0.2, blur p 0.5 with σ in (0.1, 2))
+and flips:
 
 - ``pil_decode``, ``tv_decode``: decoding alone, PIL's and ``torchvision.io.decode_jpeg``'s;
 - ``cpu_before``: this package's ``augment: cpu`` as it was before its PIL blur and ``uint8``
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -162,10 +165,14 @@ def main(argv: list[str] | None = None) -> int:
                         "sorted) instead of generated ones")
     parser.add_argument("--only", action="append", choices=sorted(LABELS),
                         help="time only these pipelines (repeatable)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times every pipeline is timed, in alternating order (default 3)")
     parser.add_argument("--output", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error("--images must be at least 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="loader-") as tmp:
         if args.folder is not None:
@@ -181,26 +188,36 @@ def main(argv: list[str] | None = None) -> int:
         shown = ", ".join(f"{w}x{h}" for w, h in sizes[:6]) + (", ..." if len(sizes) > 6 else "")
         print(f"{len(paths)} JPEGs, {len(sizes)} sizes ({shown}); one process, one thread; "
               f"{cpu_name()}, torch {torch.__version__}")
-        rates = {}
-        for name, run in pipelines().items():
-            if args.only and name not in args.only:
-                continue
-            print(f"loader: {name} ...", file=sys.stderr, flush=True)
-            rates[name] = images_per_second(run, paths)
-    print("\n| pipeline | img/s/core |\n|---|---|")
+        chosen = {name: run for name, run in pipelines().items()
+                  if not args.only or name in args.only}
+        # rounds in alternating order, so that a machine slowing down or speeding up during
+        # the run weighs on every pipeline alike
+        rounds: dict[str, list[float]] = {name: [] for name in chosen}
+        for r in range(args.rounds):
+            order = list(chosen) if r % 2 == 0 else list(reversed(chosen))
+            for name in order:
+                print(f"loader: round {r + 1}/{args.rounds} {name} ...", file=sys.stderr,
+                      flush=True)
+                rounds[name].append(images_per_second(chosen[name], paths))
+    rates = {name: statistics.median(values) for name, values in rounds.items()}
+    print(f"\n| pipeline | img/s/core (median of {args.rounds}) | min - max |\n|---|---|---|")
     for name, rate in rates.items():
-        print(f"| {LABELS[name]} | {rate:.1f} |")
+        low, high = min(rounds[name]), max(rounds[name])
+        print(f"| {LABELS[name]} | {rate:.1f} | {low:.1f} - {high:.1f} |")
     ratios = {}
-    if "cpu" in rates and "cpu_before" in rates:
-        ratios["cpu_over_before"] = rates["cpu"] / rates["cpu_before"]
-    if "cpu" in rates and "official" in rates:
-        ratios["cpu_over_official"] = rates["cpu"] / rates["official"]
+    for key, (ours, theirs) in {"cpu_over_before": ("cpu", "cpu_before"),
+                                "cpu_over_official": ("cpu", "official")}.items():
+        if ours in rates and theirs in rates:
+            ratios[key] = statistics.median(
+                a / b for a, b in zip(rounds[ours], rounds[theirs], strict=True))
     if ratios:
-        print("\n" + "; ".join(f"{k.replace('_', ' ')}: {v:.2f}x" for k, v in ratios.items()))
+        print("\n" + "; ".join(f"{k.replace('_', ' ')}: {v:.2f}x" for k, v in ratios.items())
+              + " (median of the rounds' ratios)")
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({"images": len(paths), "sizes": sizes, "cpu": cpu_name(),
-                                           "images_per_s_per_core": rates, **ratios}, indent=2))
+                                           "rounds": args.rounds, "images_per_s_per_core": rates,
+                                           "per_round": rounds, **ratios}, indent=2))
     return 0
 
 

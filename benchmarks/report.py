@@ -69,7 +69,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], int]] = {
     ),
     "loader": (
         [],
-        ["--images", "8"],
+        ["--images", "8", "--rounds", "2"],
         300,
     ),
     "knn_scale": (

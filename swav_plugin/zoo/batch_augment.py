@@ -340,11 +340,15 @@ def resize_images(images: Sequence[Tensor], heights: Tensor, widths: Tensor) -> 
     for (h, w, target_h, target_w), members in groups.items():
         if (h, w) == (target_h, target_w):
             continue
-        batch = torch.stack([images[i] for i in members]).float()
-        resized = F.interpolate(batch, size=(target_h, target_w), mode="bilinear",
+        batch = torch.stack([images[i] for i in members])
+        # the CPU has a vectorised kernel for uint8, much faster than its float one; other
+        # devices resample floats
+        pixels = batch if batch.device.type == "cpu" else batch.float()
+        resized = F.interpolate(pixels, size=(target_h, target_w), mode="bilinear",
                                 align_corners=False, antialias=True)
-        for i, image in zip(members, resized.round_().clamp_(0, 255).to(torch.uint8),
-                            strict=True):
+        if resized.dtype != torch.uint8:
+            resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+        for i, image in zip(members, resized, strict=True):
             out[i] = image
     return out
 
