@@ -77,7 +77,7 @@ class EncodedDataset(Protocol):
         (3, h, w) tensor resized to its size."""
 
 
-class Sized(NamedTuple):
+class SizedBatch(NamedTuple):
     """A collated batch with the size of each of its images, for the draws."""
 
     images: Any
@@ -90,13 +90,15 @@ class Sized(NamedTuple):
 class DrawingCollate:
     """For ``data.augment: gpu``: samples → ``(images, labels, draws)``.
 
-    ``collate`` makes a :class:`Sized` batch of the samples; the draws are made where the
+    ``collate`` makes a :class:`SizedBatch` of the samples; the draws are made where the
     batch is made (a DataLoader worker), with a generator seeded by the batch's first sample,
     so that they depend only on the run seed, the epoch and the batch's samples, like the
     per-image augmentation.
     """
 
-    def __init__(self, collate: Callable[[Any], Sized], augmentation: BatchAugmentation) -> None:
+    def __init__(
+        self, collate: Callable[[Any], SizedBatch], augmentation: BatchAugmentation
+    ) -> None:
         self.collate = collate
         self.augmentation = augmentation
 
@@ -107,10 +109,10 @@ class DrawingCollate:
         return batch.images, batch.labels, draws
 
 
-def _collate_in_memory(batch: tuple[Tensor, ...]) -> Sized:
+def _collate_in_memory(batch: tuple[Tensor, ...]) -> SizedBatch:
     """:class:`InMemoryImages` already made the batch: images of one size."""
     images, labels, seeds = batch
-    return Sized(images, labels, seeds, images.shape[2], images.shape[3])
+    return SizedBatch(images, labels, seeds, images.shape[2], images.shape[3])
 
 
 class PreparedCollate:
@@ -119,9 +121,9 @@ class PreparedCollate:
     def __init__(self, augmentation: BatchAugmentation) -> None:
         self.augmentation = augmentation
 
-    def __call__(self, samples: Sequence[tuple[Tensor, Any, int]]) -> Sized:
+    def __call__(self, samples: Sequence[tuple[Tensor, Any, int]]) -> SizedBatch:
         images, labels, seeds = zip(*samples, strict=True)
-        return Sized(self.augmentation.stack(images), default_collate(labels),
+        return SizedBatch(self.augmentation.stack(images), default_collate(labels),
                      torch.tensor(seeds), torch.tensor([image.shape[1] for image in images]),
                      torch.tensor([image.shape[2] for image in images]))
 
@@ -134,11 +136,11 @@ class EncodedCollate:
         self.dataset = dataset
         self.augmentation = augmentation
 
-    def __call__(self, samples: Sequence[tuple[Any, Any, int]]) -> Sized:
+    def __call__(self, samples: Sequence[tuple[Any, Any, int]]) -> SizedBatch:
         images, labels, seeds = zip(*samples, strict=True)
         sizes = torch.tensor([self.dataset.image_size(image) for image in images])
         height, width = self.augmentation.prepared_size(sizes[:, 0], sizes[:, 1])
-        return Sized(self.dataset.collate(images, height, width), default_collate(labels),
+        return SizedBatch(self.dataset.collate(images, height, width), default_collate(labels),
                      torch.tensor(seeds), height, width)
 
 

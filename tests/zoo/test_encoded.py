@@ -16,11 +16,6 @@ from swav_plugin.zoo.rgb import load_rgb
 CPU = torch.device("cpu")
 
 
-def _pixels(image: Image.Image) -> np.ndarray:
-    assert image.mode == "RGB"
-    return np.asarray(image)
-
-
 @pytest.mark.parametrize(("suffix", "mode"), [("jpg", "RGB"), ("jpg", "L"), ("png", "RGB"),
                                                ("png", "P")])
 def test_read_encoded_keeps_the_bytes_and_reads_only_the_header(tmp_path, suffix, mode):
@@ -33,7 +28,7 @@ def test_read_encoded_keeps_the_bytes_and_reads_only_the_header(tmp_path, suffix
     assert encoded.format == ("JPEG" if suffix == "jpg" else "PNG")
     # decoded later, the bytes give the loader's pixels (the same libjpeg-turbo for JPEGs)
     decoded = decode_image(encoded.data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
-    assert np.abs(decoded.astype(int) - _pixels(load_rgb(path)).astype(int)).max() <= 1
+    assert np.abs(decoded.astype(int) - np.asarray(load_rgb(path)).astype(int)).max() <= 1
 
 
 def test_read_encoded_refuses_a_file_without_an_image_header(tmp_path):
@@ -89,7 +84,7 @@ def test_every_kind_of_file_decodes_to_the_loaders_pixels(tmp_path):
     decoded, reasons = E.decode_files([image.data for image in images], CPU)
     assert reasons == [""] * len(ALL_KINDS)
     for path, image in zip(paths, decoded, strict=True):
-        expected = torch.from_numpy(_pixels(load_rgb(path)).copy()).permute(2, 0, 1)
+        expected = torch.from_numpy(np.asarray(load_rgb(path)).copy()).permute(2, 0, 1)
         assert image.dtype == torch.uint8 and image.shape == expected.shape
         assert (image.int() - expected.int()).abs().max() <= 1, path.name
 
