@@ -85,7 +85,7 @@ def write_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
             os.close(fd)
 
 
-def _is_safetensors(path: Path) -> bool:
+def is_safetensors(path: Path) -> bool:
     """Whether ``path`` opens as safetensors do: an 8-byte little-endian length, then JSON."""
     with path.open("rb") as f:
         head = f.read(9)
@@ -113,7 +113,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; train first or fix the path")
     real = path.resolve()  # last.ckpt may be re-pointed meanwhile: read one file throughout
-    if _is_safetensors(real):
+    if is_safetensors(real):
         raise NotACheckpoint(
             f"'{path}' is a safetensors file of exported weights (e.g. from swav-export), not "
             f"the training checkpoint; {NEEDED}"
