@@ -30,7 +30,6 @@ from swav_plugin.evaluation import cli
 from swav_plugin.evaluation.features import (
     eval_transform_node,
     labelled_splits,
-    load_checkpoint,
     raw_pixels,
 )
 from swav_plugin.evaluation.linear import linear_probe
@@ -48,8 +47,7 @@ def evaluate_fast(args: argparse.Namespace, variant: str) -> dict:
 
 
 def evaluate_standard(args: argparse.Namespace, variant: str) -> dict:
-    pretrained = load_checkpoint(args.checkpoint, random_init=variant != "pretrained",
-                                 seed=args.seed)
+    pretrained = cli.load(args, random_init=variant != "pretrained")
     backbone = (raw_pixels(pretrained.recipe) if variant == "raw_pixels"
                 else pretrained.method.backbone)
     node = eval_transform_node(pretrained.recipe)

@@ -15,8 +15,8 @@ import sys
 
 import torch
 
-from swav_plugin.evaluation.cli import finish_args, run_tool, tool_parser
-from swav_plugin.evaluation.features import features_of, labelled_splits, load_checkpoint
+from swav_plugin.evaluation.cli import finish_args, load, run_tool, tool_parser
+from swav_plugin.evaluation.features import features_of, labelled_splits
 from swav_plugin.evaluation.prototypes import (
     plot_nearest_images,
     plot_umap,
@@ -28,7 +28,7 @@ from swav_plugin.host.errors import ConfigError
 
 
 def report(args: argparse.Namespace) -> int:
-    pretrained = load_checkpoint(args.checkpoint)
+    pretrained = load(args)
     method = pretrained.method
     if not hasattr(method, "head") or not hasattr(method.head, "prototypes"):
         raise ConfigError(f"'{args.checkpoint}' holds no SwAV head with prototypes")

@@ -8,9 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from swav_plugin.evaluation.features import features_of, labelled_splits, load_checkpoint
+from swav_plugin.evaluation.features import (
+    Pretrained,
+    features_of,
+    labelled_splits,
+    load_pretrained,
+)
 from swav_plugin.host.atomic import save_json_atomic
 from swav_plugin.host.errors import ConfigError
 
@@ -18,10 +24,18 @@ from swav_plugin.host.errors import ConfigError
 def tool_parser(doc: str, result_name: str) -> argparse.ArgumentParser:
     """A parser with the checkpoint, extraction, cache and output arguments of every tool."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("checkpoint", help="a checkpoint written by swav-train")
+    parser.add_argument("checkpoint", help="the weights: a swav-train checkpoint, swav-export's "
+                        "safetensors, an official SwAV release, a torchvision / timm state dict")
+    parser.add_argument("--arch", help="the backbone of a file without a recipe (a registered "
+                        "backbone, e.g. resnet50, resnet50w2)")
+    parser.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE|YAML",
+                        help="the data to evaluate on: a data YAML and / or changes to the "
+                        "checkpoint's data section, e.g. dataset.name=image_folder "
+                        "dataset.root=/data/imagenet (default: the checkpoint's data)")
     parser.add_argument("--batch-size", type=int, default=256, help="extraction batch size")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", default="auto",
+                        help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
     parser.add_argument("--output", help=f"result path (default: RUN/eval/{result_name})")
     parser.add_argument("--cache-dir", help="feature cache (default: RUN/eval/cache)")
     parser.add_argument("--no-cache", action="store_true", help="extract without caching")
@@ -60,8 +74,7 @@ def train_test_features(
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """(features, labels) of the train and test splits for one of :data:`VARIANTS`:
     backbone features, trained or at random init, or the raw pixels (cached)."""
-    pretrained = load_checkpoint(args.checkpoint, random_init=variant != "pretrained",
-                                 seed=args.seed)
+    pretrained = load(args, random_init=variant != "pretrained")
     output = "pixels" if variant == "raw_pixels" else "backbone"
     splits = (args.train_split, args.test_split)
     datasets = labelled_splits(pretrained.recipe, splits)
@@ -90,11 +103,28 @@ def report_train_test(
     return 0
 
 
+def load(args: argparse.Namespace, random_init: bool = False) -> Pretrained:
+    """The tool's weights (``checkpoint``, ``--arch``, ``--data``), or the same architecture
+    at random init (seeded by ``--seed``, which the tools comparing with it have)."""
+    seed = args.seed if random_init else 0
+    return load_pretrained(args.checkpoint, args.arch, args.data, random_init, seed)
+
+
+def eval_dir(checkpoint: str | Path) -> Path:
+    """Where results go by default: RUN/eval for RUN/checkpoints/FILE, else eval/ beside the
+    file."""
+    folder = Path(checkpoint).parent
+    return (folder.parent if folder.name == "checkpoints" else folder) / "eval"
+
+
 def finish_args(args: argparse.Namespace, result_name: str) -> argparse.Namespace:
-    """Fill in the run-relative defaults: RUN/eval/RESULT and RUN/eval/cache."""
-    eval_dir = Path(args.checkpoint).parent.parent / "eval"
-    args.output = Path(args.output or eval_dir / result_name)
-    args.cache_dir = None if args.no_cache else Path(args.cache_dir or eval_dir / "cache")
+    """Fill in the defaults: RUN/eval/RESULT and RUN/eval/cache (:func:`eval_dir`), the device
+    (``auto``: ``cuda`` when there is one)."""
+    folder = eval_dir(args.checkpoint)
+    args.output = Path(args.output or folder / result_name)
+    args.cache_dir = None if args.no_cache else Path(args.cache_dir or folder / "cache")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
 
 

@@ -25,17 +25,29 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from swav_plugin.evaluation.cache import FeatureCache, cache_key
+from swav_plugin.evaluation.weights import read_tensors, weights_from
 from swav_plugin.host.atomic import file_digest
-from swav_plugin.host.checkpointing import read_training_checkpoint
+from swav_plugin.host.checkpointing import (
+    NotACheckpoint,
+    foreign_content,
+    read_training_checkpoint,
+)
 from swav_plugin.host.data import TransformedDataset
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
-from swav_plugin.host.recipe import build_component, resolve_component, type_hints
+from swav_plugin.host.recipe import (
+    apply_overrides,
+    build_component,
+    read_recipe,
+    resolve_component,
+    type_hints,
+)
 from swav_plugin.host.registry import DATASETS
 from swav_plugin.zoo.datasets import image_folder
 
@@ -93,7 +105,11 @@ def raw_pixels(recipe: dict[str, Any]) -> RawPixels:
 def load_checkpoint(path: str | Path, random_init: bool = False, seed: int = 0) -> Pretrained:
     """Rebuild the method of a runner checkpoint; ``random_init`` skips loading its weights."""
     path = Path(path)
-    checkpoint = read_training_checkpoint(path)
+    return rebuild(path, read_training_checkpoint(path), random_init, seed)
+
+
+def rebuild(path: Path, checkpoint: dict[str, Any], random_init: bool, seed: int) -> Pretrained:
+    """The method of a swav-train ``checkpoint`` (read from ``path``), from its recipe."""
     node = checkpoint["recipe"]["method"]
     load_plugins()
     pl.seed_everything(seed, verbose=False)
@@ -112,7 +128,73 @@ def load_checkpoint(path: str | Path, random_init: bool = False, seed: int = 0) 
         check_weights_fit(path, node, method.state_dict(), checkpoint["state_dict"])
         method.load_state_dict(checkpoint["state_dict"])
     init = f"random:{seed}" if random_init else "trained"
-    return Pretrained(method.eval(), checkpoint["recipe"], path, init)
+    return Pretrained(method.eval(), copy.deepcopy(checkpoint["recipe"]), path, init)
+
+
+#: What the eval tools read, said when a file is none of it.
+READABLE = ("the eval tools read swav-train checkpoints, swav-export's safetensors, the official "
+            "SwAV releases and torchvision / timm state dicts (naming the backbone with --arch)")
+
+
+def load_pretrained(
+    path: str | Path,
+    arch: str | None = None,
+    data: Sequence[str] = (),
+    random_init: bool = False,
+    seed: int = 0,
+) -> Pretrained:
+    """The weights in ``path``, of any origin (:mod:`.weights`), with the recipe that
+    evaluates them: a swav-train checkpoint's own, or for other files ``{"method": {"name":
+    "weights", "backbone": ...}}``; its data section then set by ``data``
+    (:func:`evaluation_data`)."""
+    path = Path(path)
+    try:
+        content, metadata = read_tensors(path)
+    except NotACheckpoint as exc:
+        raise ConfigError(f"{exc.problem}; {READABLE}") from None
+    if foreign_content(content):
+        method, node = weights_from(content, metadata, path, arch, random_init, seed)
+        init = f"random:{seed}" if random_init else "trained"
+        pretrained = Pretrained(method, {"method": node, "data": {}}, path, init)
+    else:
+        pretrained = rebuild(path, content, random_init, seed)
+        backbone = pretrained.recipe["method"].get("backbone")
+        name = backbone.get("name") if isinstance(backbone, dict) else backbone
+        if arch is not None and arch != name:
+            raise ConfigError(f"--arch {arch}: '{path}' is a swav-train checkpoint whose recipe "
+                              f"names backbone '{name}'; leave --arch out")
+    pretrained.recipe["data"] = evaluation_data(pretrained.recipe.get("data"), data, path)
+    return pretrained
+
+
+def evaluation_data(
+    data: Mapping[str, Any] | None, items: Sequence[str], path: Path
+) -> dict[str, Any]:
+    """The data section to evaluate on: ``data`` (a checkpoint's), replaced by each YAML file
+    in ``items`` (a recipe's ``data`` section, or the section itself) and changed by each
+    ``key=value`` (keys within the section, as ``swav-train``'s ``data.KEY=VALUE``). Setting
+    another ``dataset.name`` starts that data set's node afresh."""
+    section: dict[str, Any] = copy.deepcopy(dict(data or {}))
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            loaded = read_recipe(item)
+            section = copy.deepcopy(loaded["data"] if isinstance(loaded.get("data"), dict)
+                                    else loaded)
+            continue
+        current = section.get("dataset")
+        current = current.get("name") if isinstance(current, dict) else current
+        if key == "dataset.name" and yaml.safe_load(value) != current:
+            section["dataset"] = {}
+        apply_overrides(section, [item])
+    dataset = section.get("dataset")
+    if not dataset:
+        raise ConfigError(
+            f"'{path}' names no data set to evaluate on; pass --data dataset.name=NAME ... "
+            "(e.g. --data dataset.name=image_folder dataset.root=/data/imagenet) or a data YAML"
+        )
+    section["dataset"] = resolve_component(dataset, "dataset", "--data dataset")
+    return section
 
 
 def _shape(value: Any) -> str:

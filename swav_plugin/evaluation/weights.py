@@ -145,31 +145,51 @@ def backbone_node(arch: str | None, metadata: Mapping[str, str], path: Path) -> 
     return resolve_component(node, "backbone", "--arch")
 
 
-def load_weights(
-    path: str | Path, arch: str | None = None, random_init: bool = False, seed: int = 0
+def backbone_and_head(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """A state dict as (backbone, SwAV head) in this package's key layout, whichever layout
+    it has: official (``module.``, ``projection_head``, ``prototypes``), a method's
+    (``backbone.*``, ``head.*``) or a bare backbone; a classifier (``fc.*``) is dropped."""
+    keys = list(state)
+    if any(k.startswith("module.") or k.startswith(_OFFICIAL_HEAD) for k in keys):
+        backbone, head = split_official(state)
+    elif any(k.startswith("backbone.") for k in keys):
+        backbone = {k.removeprefix("backbone."): v for k, v in state.items()
+                    if k.startswith("backbone.")}
+        head = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
+    else:
+        backbone, head = dict(state), {}
+    return {k: v for k, v in backbone.items() if k not in _CLASSIFIERS}, head
+
+
+def weights_from(
+    content: Mapping[str, Any],
+    metadata: Mapping[str, str],
+    path: Path,
+    arch: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
 ) -> tuple[Weights, dict[str, Any]]:
-    """The backbone (and official head) in a file without a recipe, and the method node
-    that rebuilds it: ``{"name": "weights", "backbone": ...}``."""
-    path = Path(path)
-    content, metadata = read_tensors(path)
+    """The backbone (and SwAV head) in a file's ``content`` (:func:`read_tensors`), and the
+    method node that rebuilds it: ``{"name": "weights", "backbone": ...}``."""
     try:
         state = unwrap(content)
     except ConfigError as exc:
         raise ConfigError(f"'{path}' {exc}") from None
-    official = any(k.removeprefix("module.").startswith(_OFFICIAL_HEAD) for k in state)
-    if official or any(k.startswith("module.") for k in state):
-        state, head_state = split_official(state)
-    else:
-        head_state = {}
-    if all(k.startswith("backbone.") for k in state):
-        state = {k.removeprefix("backbone."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if k not in _CLASSIFIERS}
+    backbone_state, head_state = backbone_and_head(state)
     node = backbone_node(arch, metadata, path)
     torch.manual_seed(seed)
     backbone = build_component(node, "backbone")
     head = official_head(head_state) if head_state else None
     if not random_init:
-        load_into(backbone, state, f"backbone '{node['name']}' ('{path}')")
+        load_into(backbone, backbone_state, f"backbone '{node['name']}' ('{path}')")
         if head is not None:
             load_into(head, head_state, f"the SwAV head of '{path}'")
     return Weights(backbone, head).eval(), {"name": "weights", "backbone": node}
+
+
+def load_weights(
+    path: str | Path, arch: str | None = None, random_init: bool = False, seed: int = 0
+) -> tuple[Weights, dict[str, Any]]:
+    """:func:`weights_from` the file in ``path``."""
+    path = Path(path)
+    return weights_from(*read_tensors(path), path, arch, random_init, seed)

@@ -57,7 +57,14 @@ class CheckpointError(ConfigError):
 
 
 class NotACheckpoint(CheckpointError):
-    """A file that is something else: exported weights, a bare object, or pickled code."""
+    """A file that is something else: exported weights, a bare object, or pickled code.
+
+    ``problem`` says what the file is; the message adds what is needed instead.
+    """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}; {NEEDED}")
+        self.problem = problem
 
 
 def step_checkpoint_name(step: int) -> str:
@@ -116,7 +123,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if is_safetensors(real):
         raise NotACheckpoint(
             f"'{path}' is a safetensors file of exported weights (e.g. from swav-export), not "
-            f"the training checkpoint; {NEEDED}"
+            "the training checkpoint"
         )
     recorded = _digest_path(real)
     if recorded.is_file() and file_digest(real) != recorded.read_text().partition(" ")[0]:
@@ -134,7 +141,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         if isinstance(exc, pickle.UnpicklingError) and _REFUSED.search(reason):
             raise NotACheckpoint(
                 f"checkpoint '{path}' cannot be loaded safely ({reason}): it holds objects "
-                f"beyond tensors and plain values, and loading them could run code; {NEEDED}"
+                "beyond tensors and plain values, and loading them could run code"
             ) from None
         raise CheckpointError(  # empty, cut short, or not a torch file at all
             f"checkpoint '{path}' is truncated or corrupt ({real.stat().st_size} bytes; "
@@ -142,7 +149,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         ) from None
     if not isinstance(checkpoint, dict):
         raise NotACheckpoint(
-            f"'{path}' is a {type(checkpoint).__name__}, not a training checkpoint; {NEEDED}"
+            f"'{path}' is a {type(checkpoint).__name__}, not a training checkpoint"
         )
     return checkpoint
 
@@ -151,9 +158,9 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by swav-train (see :func:`read_checkpoint`): a state dict and the
     recipe that rebuilds its model. :class:`NotACheckpoint` says what any other file holds."""
     checkpoint = read_checkpoint(path)
-    what = _foreign_content(checkpoint)
+    what = foreign_content(checkpoint)
     if what:
-        raise NotACheckpoint(f"'{path}' is {what}, not a swav-train checkpoint; {NEEDED}")
+        raise NotACheckpoint(f"'{path}' is {what}, not a swav-train checkpoint")
     return checkpoint
 
 
@@ -165,7 +172,7 @@ def _named(node: Any) -> bool:
     return isinstance(node, dict) and "name" in node
 
 
-def _foreign_content(checkpoint: dict[str, Any]) -> str:
+def foreign_content(checkpoint: dict[str, Any]) -> str:
     """What a loaded file holds when it is not a swav-train checkpoint; '' when it is one."""
     state, recipe = checkpoint.get("state_dict"), checkpoint.get("recipe")
     if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):

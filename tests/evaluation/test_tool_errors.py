@@ -102,31 +102,46 @@ def test_checkpoint_of_another_method(capsys, content, tmp_path, tool):
     assert "unknown method 'simclr'" in line and "swav-train checkpoint" in line
 
 
-@pytest.mark.parametrize("kind", ["no recipe", "torchvision", "tensor", "code"])
-def test_files_that_are_not_swav_train_checkpoints(capsys, content, tmp_path, code_payload,
-                                                   kind):
+@pytest.mark.parametrize("kind", ["no recipe", "torchvision"])
+def test_weights_without_a_recipe_need_their_architecture(capsys, content, tmp_path, kind):
+    stored = {"no recipe": {"state_dict": content["state_dict"], "epoch": 3},
+              "torchvision": torchvision.models.resnet18().state_dict()}[kind]
+    line = fails(capsys, "knn", save(stored, tmp_path, "model.pth"))
+    assert "model.pth' carries no recipe naming its architecture; pass --arch NAME" in line
+    assert "resnet50w2" in line  # the registered backbones are listed
+
+
+@pytest.mark.parametrize("kind", ["tensor", "code"])
+def test_files_that_hold_no_weights_are_refused(capsys, content, tmp_path, code_payload, kind):
     payload, marker = code_payload
     stored, words = {
-        "no recipe": ({"state_dict": content["state_dict"], "epoch": 3},
-                      ["Lightning checkpoint without a recipe", "'backbone.conv1.weight'"]),
-        "torchvision": (torchvision.models.resnet18().state_dict(),
-                        ["bare state dict (122 entries, e.g. 'conv1.weight')"]),
         "tensor": (torch.zeros(3), ["is a Tensor"]),
         "code": ({**content, "payload": payload},
                  ["cannot be loaded safely (UnpicklingError: Unsupported global: GLOBAL",
                   "it holds objects beyond tensors and plain values"]),
     }[kind]
     line = fails(capsys, "knn", save(stored, tmp_path, "model.pth"))
-    for word in [*words, "model.pth", "a checkpoint written by swav-train"]:
+    for word in [*words, "model.pth", "the eval tools read swav-train checkpoints"]:
         assert word in line
     assert not marker.exists()
 
 
-def test_exported_weights_ask_for_the_training_checkpoint(capsys, content, tmp_path):
+def test_exported_weights_need_the_data_to_evaluate_on(capsys, content, tmp_path):
     exported = export(save(content, tmp_path), tmp_path / "run" / "export")[0]
     line = fails(capsys, "linear", exported)
-    assert "backbone.safetensors' is a safetensors file of exported weights" in line
-    assert "not the training checkpoint" in line
+    assert "backbone.safetensors' names no data set to evaluate on; pass --data dataset.name=" \
+        in line
+
+
+def test_arch_that_contradicts_the_checkpoints_recipe(capsys, content, tmp_path):
+    line = fails(capsys, "knn", save(content, tmp_path), "--arch", "resnet50")
+    assert "--arch resnet50: " in line
+    assert "names backbone 'resnet18_cifar'; leave --arch out" in line
+
+
+def test_data_naming_an_unknown_dataset(capsys, content, tmp_path):
+    line = fails(capsys, "knn", save(content, tmp_path), "--data", "dataset.name=imagenet22k")
+    assert "--data dataset" in line and "imagenet22k" in line
 
 
 @pytest.mark.parametrize(("edit", "expected"), [

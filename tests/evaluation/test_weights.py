@@ -1,12 +1,17 @@
 """Weights of every origin the eval tools read, each written in its exact key layout (random
 weights, the real shapes of a small architecture)."""
 
+import json
+import runpy
+from pathlib import Path
+
 import pytest
 import timm
 import torch
 import torchvision
 from safetensors.torch import save_file
 
+from swav_plugin.evaluation.features import evaluation_data
 from swav_plugin.evaluation.weights import load_weights
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.zoo.backbones import resnet18
@@ -134,3 +139,53 @@ def test_a_mapping_without_tensors_is_refused(tmp_path):
     torch.save({"epoch": 3, "args": "x"}, tmp_path / "w.pth")
     with pytest.raises(ConfigError, match=r"holds no tensors \(keys: epoch, args\)"):
         load_weights(tmp_path / "w.pth", arch="resnet18")
+
+
+# --- the eval tools on such files ------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+#: digits at 16 px, evaluated at 16 px: small enough for a ResNet-18 on the CPU
+DIGITS = ["dataset.name=digits", "dataset.image_size=16", "transform.crops=[{size: 16}]"]
+
+
+def _run(capsys, tool, *args):
+    capsys.readouterr()
+    status = runpy.run_path(str(ROOT / "eval" / f"{tool}.py"))["main"]([str(a) for a in args])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err[-3000:]
+    return captured.out
+
+
+def test_knn_evaluates_an_official_release_on_data_of_its_own(tmp_path, capsys):
+    path = tmp_path / "weights" / "swav_800ep_pretrain.pth.tar"
+    path.parent.mkdir()
+    torch.save(_official(_torchvision_resnet18()), path)
+    out = _run(capsys, "knn", path, "--arch", "resnet18", "--data", *DIGITS, "--k", "5",
+               "--compare-random", "--no-cache", "--device", "auto")
+    result = json.loads((tmp_path / "weights" / "eval" / "knn.json").read_text())  # beside it
+    assert set(result) >= {"pretrained", "random_init"} and "  pretrained " in out
+    assert 0 <= result["pretrained"]["5"]["top1"] <= 100
+
+
+@pytest.mark.slow
+def test_prototypes_inspects_the_head_of_an_official_release(tmp_path, capsys):
+    path = tmp_path / "swav.pth"
+    torch.save(_official(_torchvision_resnet18(), prototypes=(12,)), path)
+    out = _run(capsys, "prototypes", path, "--arch", "resnet18", "--data", *DIGITS,
+               "--split", "test", "--max-points", "200", "--no-cache")
+    summary = json.loads((tmp_path / "eval" / "prototypes.json").read_text())
+    assert summary["num_prototypes"] == 12 and "prototypes:" in out
+
+
+def test_a_data_yaml_and_overrides_replace_the_checkpoints_data(tmp_path):
+    (tmp_path / "data.yaml").write_text("data:\n  dataset: {name: digits, image_size: 12}\n")
+    node = evaluation_data({"dataset": {"name": "stl10", "root": "/x", "download": False}},
+                           [str(tmp_path / "data.yaml"), "dataset.test_fraction=0.5"],
+                           tmp_path / "w.pth")
+    assert node["dataset"] == {"name": "digits", "split": "train", "image_size": 12,
+                               "test_fraction": 0.5, "seed": 0}
+    # another data set's name starts its node afresh: stl10's keys do not carry over
+    fresh = evaluation_data({"dataset": {"name": "stl10", "root": "/x", "download": False}},
+                            ["dataset.name=cifar10", "dataset.root=/y"], tmp_path / "w.pth")
+    assert fresh["dataset"] == {"name": "cifar10", "root": "/y", "split": "train",
+                                "download": True}
