@@ -68,14 +68,17 @@ def evaluate_standard(args: argparse.Namespace, variant: str) -> dict:
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator,
                          devices=args.devices, precision=args.precision, logger=False,
                          enable_checkpointing=False, enable_model_summary=False,
-                         limit_train_batches=args.limit_train_batches)
+                         limit_train_batches=args.limit_train_batches, num_sanity_val_steps=0)
     with warnings.catch_warnings():
         # the frozen backbone is in eval mode on purpose (its batch-norm statistics stay)
         warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
-        trainer.fit(model, train_dataloaders=loaders[0])
-    metrics = trainer.validate(model, dataloaders=loaders[1], verbose=False)[0]
-    return {"top1": metrics["linear/top1"], "top5": metrics["linear/top5"],
+        trainer.fit(model, train_dataloaders=loaders[0], val_dataloaders=loaders[1])
+    best = max(model.history, key=lambda entry: entry["top1"])  # the official report
+    last = model.history[-1]
+    return {"top1": best["top1"], "top5": best["top5"], "best_epoch": best["epoch"],
+            "last": {"top1": last["top1"], "top5": last["top5"]},
             "epochs": args.epochs, "lr": args.lr, "lr_batch_size": 256,
+            "global_batch": model.global_batch, "scaled_lr": model.scaled_lr,
             "batch_size_per_device": args.batch_size, "weight_decay": args.linear_weight_decay,
             "use_bn": args.use_bn}
 
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     fast.add_argument("--weight-decays", type=float, nargs="+",
                       default=[0.0, 1e-5, 1e-4, 1e-3, 1e-2], help="the sweep")
     fast.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per fit")
-    standard = parser.add_argument_group("standard mode (--batch-size is per device)")
+    standard = parser.add_argument_group(
+        "standard mode (--batch-size is per device; the global batch is it x the devices)")
     standard.add_argument("--epochs", type=int, default=100)
     standard.add_argument("--lr", type=float, default=0.3, help="for a global batch of 256")
     standard.add_argument("--linear-weight-decay", type=float, default=1e-6)
@@ -113,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         protocol = ("standard: frozen backbone, random resized crop + flip, SGD momentum 0.9, "
                     "cosine, centre-crop test")
         evaluate, row = evaluate_standard, lambda r: (
-            f"{r['top1']:.2f} / {r['top5']:.2f}  ({r['epochs']} epochs, lr {r['lr']:g})")
+            f"best {r['top1']:.2f} / {r['top5']:.2f} (epoch {r['best_epoch']} of "
+            f"{r['epochs']}), last {r['last']['top1']:.2f} / {r['last']['top5']:.2f}  (global "
+            f"batch {r['global_batch']}: lr {r['lr']:g} x {r['global_batch']}/256 = "
+            f"{r['scaled_lr']:g})")
     return cli.run_tool("linear", lambda: cli.report_train_test(
         args, f"linear probe ({args.mode}), top-1 / top-5 %", evaluate, row,
         {"protocol": protocol},

@@ -90,8 +90,12 @@ def test_demo_pipeline(tmp_path, capsys):
     standard = json.loads((out / "eval" / "standard.json").read_text())
     assert standard["protocol"].startswith("standard")
     for name in ("pretrained", "raw_pixels"):
-        assert standard[name]["epochs"] == 1
+        assert standard[name]["epochs"] == 1 and standard[name]["best_epoch"] == 1
         assert 0 <= standard[name]["top1"] <= standard[name]["top5"] <= 100
+        assert standard[name]["last"] == {"top1": standard[name]["top1"],
+                                          "top5": standard[name]["top5"]}  # one epoch
+        assert standard[name]["global_batch"] == 256 and standard[name]["scaled_lr"] == 0.3
+    assert "(epoch 1 of 1), last " in printed and "lr 0.3 x 256/256 = 0.3" in printed
 
     printed = run_ok(capsys, "eval/prototypes.py", str(checkpoint), "--max-points", "300")
     for name in ("prototypes_umap.png", "prototypes_usage.png", "prototypes_nearest.png"):

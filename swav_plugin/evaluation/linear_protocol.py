@@ -2,7 +2,9 @@
 
 A linear classifier on the frozen backbone (kept in eval mode: its BatchNorm statistics do
 not move), images augmented on the fly (random resized crop + horizontal flip), SGD with
-momentum and a cosine schedule to 0, evaluated with the centre-crop transform. The defaults
+momentum and a cosine schedule to 0, evaluated with the centre-crop transform after every
+epoch: the best epoch is what the official code reports, the last one is reported beside it
+(:attr:`LinearProtocol.history`). The defaults
 are the official SwAV ``eval_linear.py`` settings for ImageNet: 100 epochs, lr 0.3 for a
 batch of 256 (scaled linearly with the global batch), momentum 0.9, weight decay 1e-6, the
 classifier's weights drawn from N(0, 0.01²) and its bias zero.
@@ -67,6 +69,11 @@ class LinearProtocol(pl.LightningModule):
         nn.init.zeros_(self.classifier.bias)
         self.lr, self.lr_batch_size = lr, lr_batch_size
         self.momentum, self.weight_decay = momentum, weight_decay
+        #: the global batch and the learning rate scaled to it, once training has started
+        self.global_batch, self.scaled_lr = 0, 0.0
+        #: per validation: ``{"epoch", "top1", "top5"}`` in %, over every rank's samples
+        self.history: list[dict[str, float]] = []
+        self._hits = torch.zeros(3)  # top-1 hits, top-5 hits, samples
 
     def on_train_epoch_start(self) -> None:
         self.backbone.eval()  # frozen features: BatchNorm keeps its pretrained statistics
@@ -92,11 +99,22 @@ class LinearProtocol(pl.LightningModule):
         self.log_dict({"linear/top1": 100.0 * hits[:, 0].float().mean(),
                        "linear/top5": 100.0 * hits.any(1).float().mean()},
                       on_epoch=True, sync_dist=True, batch_size=len(labels))
+        counts = torch.stack((hits[:, 0].sum(), hits.any(1).sum())).float()
+        samples = torch.full((1,), float(len(labels)), device=counts.device)
+        self._hits = self._hits.to(counts.device) + torch.cat((counts, samples))
+
+    def on_validation_epoch_end(self) -> None:
+        top1, top5, samples = self.trainer.strategy.reduce(self._hits, reduce_op="sum").tolist()
+        self._hits = torch.zeros(3)
+        if samples and not self.trainer.sanity_checking:
+            self.history.append({"epoch": self.current_epoch + 1,
+                                 "top1": 100.0 * top1 / samples, "top5": 100.0 * top5 / samples})
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = max(1, int(self.trainer.estimated_stepping_batches))  # loads the train loader
         global_batch = self.trainer.train_dataloader.batch_size * self.trainer.world_size
         lr = self.lr * global_batch / self.lr_batch_size
+        self.global_batch, self.scaled_lr = global_batch, lr
         optimizer = torch.optim.SGD(self.classifier.parameters(), lr=lr, momentum=self.momentum,
                                     weight_decay=self.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

@@ -54,3 +54,20 @@ def test_use_bn_standardises_features_before_the_classifier():
     normalised = norm(features)
     torch.testing.assert_close(normalised.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
     assert isinstance(LinearProtocol(TinyBackbone(), 3).feature_norm, nn.Identity)
+
+
+def test_every_epoch_is_validated_and_kept_for_the_best_and_last(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    images, labels = torch.randn(60, 3, 8, 8, generator=g), torch.arange(60) % 3
+    model = LinearProtocol(TinyBackbone(), num_classes=3, lr=2.0)
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, num_sanity_val_steps=2,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    test = DataLoader(TensorDataset(images[:25], labels[:25]), batch_size=10)  # uneven batches
+    trainer.fit(model, DataLoader(TensorDataset(images, labels), batch_size=20), test)
+    assert [entry["epoch"] for entry in model.history] == [1, 2, 3]  # the sanity check left out
+    logits = model(images[:25])
+    hits = (logits.topk(3, dim=1).indices == labels[:25, None])
+    assert abs(model.history[-1]["top1"] - 100 * hits[:, 0].float().mean().item()) < 1e-4
+    assert model.history[-1]["top5"] == 100.0  # 3 classes: always within the top 5
+    assert model.global_batch == 20 and model.scaled_lr == 2.0 * 20 / 256
