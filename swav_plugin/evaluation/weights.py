@@ -56,7 +56,7 @@ class Weights(nn.Module):
 def read_tensors(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """What a weights file holds (tensors or a checkpoint mapping) and its metadata
     (safetensors only), read without running pickled code."""
-    if is_safetensors(path):
+    if path.is_file() and is_safetensors(path):  # else the reader names what is wrong
         with safe_open(str(path), framework="pt") as file:
             metadata = file.metadata() or {}
         return load_file(str(path)), metadata

@@ -94,7 +94,8 @@ CASES: dict[str, Case] = {
     "unknown backbone": Case(
         put("method.backbone.name", "resnet18_cifr"),
         ("method.backbone: unknown backbone 'resnet18_cifr'", "did you mean 'resnet18_cifar'",
-         "registered backbones: resnet18, resnet18_cifar, resnet50, resnet_small"),
+         "registered backbones: resnet18, resnet18_cifar, resnet50, resnet50w2, resnet50w4, "
+         "resnet50w5, resnet_small"),
     ),
     "unknown dataset": Case(
         put("data.dataset.name", "imagenet"),

@@ -101,4 +101,5 @@ def test_cli_lists_components(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert "method: swav" in out
-    assert "backbone: resnet18, resnet18_cifar, resnet50, resnet_small" in out
+    assert ("backbone: resnet18, resnet18_cifar, resnet50, resnet50w2, resnet50w4, resnet50w5, "
+            "resnet_small") in out
