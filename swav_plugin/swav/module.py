@@ -369,7 +369,11 @@ class SwAV(pl.LightningModule):
         """Backbone features of a batch of images (for evaluation)."""
         return self.backbone(images)
 
-    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
+    def training_step(
+        self, batch: tuple[list[Tensor], Tensor], batch_idx: int
+    ) -> dict[str, Tensor]:
+        """The step's loss, and the first crop's backbone features (detached) for callbacks
+        such as the online linear probe."""
         groups, labels = batch
         batch_size = labels.shape[0]
         if not self._checked_batch:
@@ -393,7 +397,7 @@ class SwAV(pl.LightningModule):
             self.queue.push(self.loss.assigned(embeddings.view(num_crops, batch_size, -1)))
 
         self._log_step(out.loss, out.head_losses, scores, batch_size, queue_scores is not None)
-        return out.loss
+        return {"loss": out.loss, "features": features[:batch_size].detach()}
 
     def _log_step(
         self,
