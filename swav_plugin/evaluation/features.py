@@ -36,7 +36,6 @@ from swav_plugin.host.atomic import file_digest
 from swav_plugin.host.checkpointing import (
     NotACheckpoint,
     foreign_content,
-    read_training_checkpoint,
 )
 from swav_plugin.host.data import TransformedDataset
 from swav_plugin.host.errors import ConfigError
@@ -100,12 +99,6 @@ def raw_pixels(recipe: dict[str, Any]) -> RawPixels:
     """The raw-pixel "backbone" of a recipe: RGB at the evaluation transform's size."""
     size = eval_transform_node(recipe)["size"]
     return RawPixels(3 * size * size)
-
-
-def load_checkpoint(path: str | Path, random_init: bool = False, seed: int = 0) -> Pretrained:
-    """Rebuild the method of a runner checkpoint; ``random_init`` skips loading its weights."""
-    path = Path(path)
-    return rebuild(path, read_training_checkpoint(path), random_init, seed)
 
 
 def rebuild(path: Path, checkpoint: dict[str, Any], random_init: bool, seed: int) -> Pretrained:

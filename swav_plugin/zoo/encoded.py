@@ -125,6 +125,7 @@ def decode_files(
     images: list[Tensor | None] = [None] * len(files)
     reasons = [""] * len(files)
     jpegs = [i for i, data in enumerate(files) if is_jpeg(data)]
+    is_jpeg_file = set(jpegs)
     if jpegs:
         try:
             decoded = decode_jpeg([files[i] for i in jpegs], mode=ImageReadMode.RGB,
@@ -136,7 +137,7 @@ def decode_files(
     for i, data in enumerate(files):
         if images[i] is not None:
             continue
-        if i in jpegs:
+        if i in is_jpeg_file:
             try:
                 images[i] = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
                 continue

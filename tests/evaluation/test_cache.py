@@ -5,7 +5,7 @@ import torch
 
 from swav_plugin.evaluation import features
 from swav_plugin.evaluation.cache import FeatureCache, cache_key
-from swav_plugin.evaluation.features import features_of, load_checkpoint
+from swav_plugin.evaluation.features import features_of, load_pretrained
 from swav_plugin.host.atomic import file_digest
 from swav_plugin.host.checkpointing import write_checkpoint
 from swav_plugin.host.errors import ConfigError
@@ -71,7 +71,7 @@ def checkpoint(tiny_recipe, tmp_path):
 
 
 def test_second_extraction_comes_from_the_cache(checkpoint, tmp_path):
-    pretrained = load_checkpoint(checkpoint)
+    pretrained = load_pretrained(checkpoint)
     calls = []
     pretrained.method.backbone.register_forward_hook(lambda *_: calls.append(1))
     first = features_of(pretrained, "test", "backbone", tmp_path / "cache")
@@ -83,21 +83,21 @@ def test_second_extraction_comes_from_the_cache(checkpoint, tmp_path):
     # another split, another output or the random initialisation: separate entries
     features_of(pretrained, "train", "backbone", tmp_path / "cache")
     features_of(pretrained, "test", "embeddings", tmp_path / "cache")
-    random = load_checkpoint(checkpoint, random_init=True)
+    random = load_pretrained(checkpoint, random_init=True)
     features_of(random, "test", "backbone", tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 4
     assert len(calls) > extracted
 
 
 def test_a_retrained_checkpoint_does_not_reuse_old_features(checkpoint, tmp_path):
-    pretrained = load_checkpoint(checkpoint)
+    pretrained = load_pretrained(checkpoint)
     old, _ = features_of(pretrained, "test", "backbone", tmp_path / "cache")
     state = torch.load(checkpoint, weights_only=True)
     for name, value in state["state_dict"].items():
         if name.startswith("backbone.") and value.is_floating_point():
             state["state_dict"][name] = value * 0.5
     write_checkpoint(state, checkpoint.resolve())  # as the runner writes it: with its digest
-    new, _ = features_of(load_checkpoint(checkpoint), "test", "backbone", tmp_path / "cache")
+    new, _ = features_of(load_pretrained(checkpoint), "test", "backbone", tmp_path / "cache")
     assert not torch.allclose(old, new)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
 
@@ -105,8 +105,8 @@ def test_a_retrained_checkpoint_does_not_reuse_old_features(checkpoint, tmp_path
 def test_raw_pixels_do_not_depend_on_the_weights_and_too_many_are_refused(
     checkpoint, tmp_path, monkeypatch
 ):
-    trained, _ = features_of(load_checkpoint(checkpoint), "test", "pixels", tmp_path / "cache")
-    random = load_checkpoint(checkpoint, random_init=True)
+    trained, _ = features_of(load_pretrained(checkpoint), "test", "pixels", tmp_path / "cache")
+    random = load_pretrained(checkpoint, random_init=True)
     again, _ = features_of(random, "test", "pixels", tmp_path / "cache")
     assert torch.equal(trained, again) and trained.shape[1] == 3 * 8 * 8
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1  # one entry for both

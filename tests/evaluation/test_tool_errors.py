@@ -15,7 +15,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from swav_plugin.evaluation.features import labelled_splits, load_checkpoint
+from swav_plugin.evaluation.features import labelled_splits, load_pretrained
 from swav_plugin.host.export import export
 from swav_plugin.host.recipe import build_component
 from swav_plugin.host.registry import DATASETS
@@ -88,7 +88,7 @@ def image_folder_checkpoint(content, tmp_path: Path, layout: dict[str, str]) -> 
 def test_a_swav_train_checkpoint_passes_the_checks(content, tmp_path):
     queue = torch.randn(2, 32, 16)  # sized in training; the fresh model's buffer is empty
     content["state_dict"]["queue.embeddings"] = queue
-    pretrained = load_checkpoint(save(content, tmp_path))
+    pretrained = load_pretrained(save(content, tmp_path))
     assert torch.equal(pretrained.method.queue.embeddings, queue)
     train, test = labelled_splits(pretrained.recipe, ["train", "test"])
     assert len(train) + len(test) == 1797 and train.classes == test.classes

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from swav_plugin.evaluation.cache import FeatureCache
-from swav_plugin.evaluation.features import load_checkpoint
+from swav_plugin.evaluation.features import load_pretrained
 from swav_plugin.host.errors import ConfigError
 
 
@@ -11,7 +11,7 @@ def test_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path, code_pay
     ckpt = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "recipe": {}, "payload": payload}, ckpt)
     with pytest.raises(ConfigError, match="evil.ckpt' cannot be loaded safely"):
-        load_checkpoint(ckpt)
+        load_pretrained(ckpt)
     assert not marker.exists()
 
 

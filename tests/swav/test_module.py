@@ -152,9 +152,9 @@ def test_queue_round_trips_through_a_checkpoint(tiny_recipe, tmp_path):
     recipe = resolved(tiny_recipe, method__queue__length=64, method__queue__start_epoch=0,
                       trainer__limit_train_batches=3)
     method, trainer = fit(recipe)
-    from swav_plugin.evaluation.features import load_checkpoint
+    from swav_plugin.evaluation.features import load_pretrained
 
-    restored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt").method
+    restored = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt").method
     torch.testing.assert_close(restored.queue.embeddings, method.queue.embeddings)
     assert restored.queue.is_full() and method.queue.is_full()
 
