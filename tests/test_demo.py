@@ -97,6 +97,20 @@ def test_demo_pipeline(tmp_path, capsys):
         assert standard[name]["global_batch"] == 256 and standard[name]["scaled_lr"] == 0.3
     assert "(epoch 1 of 1), last " in printed and "lr 0.3 x 256/256 = 0.3" in printed
 
+    tune = (checkpoint, "--epochs", "2", "--limit-train-batches", "2", "--compare-linear",
+            "--min-scale", "0.6", "--no-hflip")
+    printed = run_ok(capsys, "eval/finetune.py", *tune)
+    assert "pretrained: fine-tuning on 136 labelled images (10 % of each class, seed 31)" in printed
+    tuned = json.loads((out / "eval" / "finetune_10pct.json").read_text())
+    assert tuned["pretrained"]["epochs"] == 2 and tuned["pretrained"]["images"] == 136
+    assert (tuned["pretrained"]["lr"], tuned["pretrained"]["lr_head"]) == (0.01, 0.2)
+    assert 0 <= tuned["pretrained"]["top1"] <= tuned["pretrained"]["top5"] <= 100
+    assert tuned["linear_probe"]["images"] == 136 and "weight_decay" in tuned["linear_probe"]
+    assert (out / "eval" / "finetune_10pct" / "pretrained" / "last.ckpt").is_file()
+    again = run_ok(capsys, "eval/finetune.py", *tune)
+    assert "resuming pretrained from" in again
+    assert json.loads((out / "eval" / "finetune_10pct.json").read_text()) == tuned  # read back
+
     printed = run_ok(capsys, "eval/prototypes.py", str(checkpoint), "--max-points", "300")
     for name in ("prototypes_umap.png", "prototypes_usage.png", "prototypes_nearest.png"):
         assert f"plot written to {out / 'eval' / name}" in printed
@@ -110,7 +124,7 @@ def test_demo_pipeline(tmp_path, capsys):
 
 
 def test_eval_tools_reject_a_missing_checkpoint(tmp_path, capsys):
-    for tool in ("eval/knn.py", "eval/linear.py", "eval/prototypes.py"):
+    for tool in ("eval/knn.py", "eval/linear.py", "eval/prototypes.py", "eval/finetune.py"):
         status, _, err = run_tool(capsys, tool, tmp_path / "none.ckpt")
         assert status == 2
         assert err.strip().endswith("does not exist; train first or fix the path")

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from swav_plugin.evaluation.features import (
     Pretrained,
+    eval_transform_node,
     features_of,
     labelled_splits,
     load_pretrained,
 )
+from swav_plugin.evaluation.supervised import ValidatedClassifier, train_transform
 from swav_plugin.host.atomic import save_json_atomic
+from swav_plugin.host.data import TransformedDataset
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.recipe import build_component
 
 
 def tool_parser(doc: str, result_name: str) -> argparse.ArgumentParser:
@@ -90,9 +97,11 @@ def report_train_test(
     evaluate: Callable[[argparse.Namespace, str], dict[str, Any]],
     row: Callable[[dict[str, Any]], str],
     settings: dict[str, Any],
+    extra: Sequence[str] = (),
 ) -> int:
-    """Evaluate the checkpoint and the chosen baselines, print a row each, save the JSON."""
-    chosen = variants(args)
+    """Evaluate the checkpoint, the chosen baselines and the tool's ``extra`` rows, print a row
+    each, save the JSON."""
+    chosen = [*variants(args), *extra]
     result = {"checkpoint": str(args.checkpoint), **settings,
               **{variant: evaluate(args, variant) for variant in chosen}}
     print(f"{header}, {args.test_split} split:")
@@ -101,6 +110,73 @@ def report_train_test(
     save_json_atomic(result, args.output)
     print(f"result written to {args.output}")
     return 0
+
+
+def add_training_arguments(
+    parser: argparse.ArgumentParser, title: str
+) -> argparse._ArgumentGroup:
+    """A group (returned, for the protocol's own options) of where and how a supervised
+    protocol trains (Lightning's devices, precision) and of its augmentation."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--accelerator", default="auto")
+    group.add_argument("--devices", default="auto", help="e.g. 8, or auto")
+    group.add_argument("--precision", default="32", help="e.g. bf16-mixed on a GPU")
+    group.add_argument("--limit-train-batches", type=float, default=1.0,
+                       help="fraction (or number) of training batches per epoch")
+    group.add_argument("--min-scale", type=float, default=0.08,
+                       help="smallest area of the random resized crop (torchvision's default)")
+    group.add_argument("--no-hflip", dest="hflip", action="store_false",
+                       help="no horizontal flips (for data that is not mirror-symmetric)")
+    return group
+
+
+def best_last_row(result: dict[str, Any]) -> str:
+    """A supervised protocol's row: the best epoch (official) and the last."""
+    return (f"best {result['top1']:.2f} / {result['top5']:.2f} (epoch {result['best_epoch']} of "
+            f"{result['epochs']}), last {result['last']['top1']:.2f} / "
+            f"{result['last']['top5']:.2f}")
+
+
+def protocol_loaders(
+    args: argparse.Namespace,
+    recipe: dict[str, Any],
+    train: Dataset,
+    test: Dataset,
+    drop_last: bool,
+) -> tuple[DataLoader, DataLoader]:
+    """Shuffled, augmented training batches and centre-cropped test batches of
+    ``--batch-size`` each (per device), at the recipe's evaluation size and normalisation."""
+    node = eval_transform_node(recipe)
+    augmented = train_transform(node["size"], node["mean"], node["std"], args.min_scale,
+                                args.hflip)
+    test_transform = build_component(node, "transform")
+    return (DataLoader(TransformedDataset(train, augmented), batch_size=args.batch_size,
+                       shuffle=True, num_workers=args.num_workers, drop_last=drop_last),
+            DataLoader(TransformedDataset(test, test_transform), batch_size=args.batch_size,
+                       num_workers=args.num_workers))
+
+
+def fit_protocol(
+    args: argparse.Namespace,
+    model: ValidatedClassifier,
+    loaders: tuple[DataLoader, DataLoader],
+    ckpt_path: str | Path | None = None,
+    **trainer_options: Any,
+) -> None:
+    """Train ``model`` for ``--epochs`` with Lightning, validating after every epoch; resumed
+    from ``ckpt_path`` when given."""
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    limit = args.limit_train_batches
+    options = {"logger": False, "enable_checkpointing": False, **trainer_options}
+    trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=devices,
+                         precision=args.precision, enable_model_summary=False,
+                         limit_train_batches=int(limit) if limit > 1 else limit,
+                         num_sanity_val_steps=0, **options)
+    with warnings.catch_warnings():
+        # a frozen backbone is in eval mode on purpose (its batch-norm statistics stay)
+        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
+        trainer.fit(model, train_dataloaders=loaders[0], val_dataloaders=loaders[1],
+                    ckpt_path=ckpt_path)
 
 
 def load(args: argparse.Namespace, random_init: bool = False) -> Pretrained:

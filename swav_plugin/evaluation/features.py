@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import yaml
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from swav_plugin.evaluation.cache import FeatureCache, cache_key
+from swav_plugin.evaluation.label_subsets import labels_of
 from swav_plugin.evaluation.weights import read_tensors, weights_from
 from swav_plugin.host.atomic import file_digest
 from swav_plugin.host.checkpointing import (
@@ -291,11 +291,9 @@ def labelled_splits(recipe: dict[str, Any], splits: Sequence[str]) -> list[Datas
 def _check_labels(dataset: Dataset, split: str, where: str) -> None:
     """Refuse labels that are not class indices, where the data set lists them (``targets`` of
     an image folder, ``labels`` of an in-memory one): STL-10's unlabelled images carry -1."""
-    labels = getattr(dataset, "targets", None)
-    labels = getattr(dataset, "labels", None) if labels is None else labels
+    labels = labels_of(dataset)
     if labels is None:
         return
-    labels = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: memmaps are read-only
     classes = getattr(dataset, "classes", None)
     bad = labels < 0
     if classes is not None:

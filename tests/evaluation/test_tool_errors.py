@@ -35,7 +35,7 @@ def _tool(name: str):
     return module.main
 
 
-TOOLS = {name: _tool(name) for name in ("knn", "linear", "prototypes")}
+TOOLS = {name: _tool(name) for name in ("knn", "linear", "prototypes", "finetune")}
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_a_swav_train_checkpoint_passes_the_checks(content, tmp_path):
     assert len(train) + len(test) == 1797 and train.classes == test.classes
 
 
-@pytest.mark.parametrize("tool", ["knn", "linear", "prototypes"])
+@pytest.mark.parametrize("tool", ["knn", "linear", "prototypes", "finetune"])
 def test_checkpoint_of_another_method(capsys, content, tmp_path, tool):
     content["recipe"]["method"]["name"] = "simclr"
     line = fails(capsys, tool, save(content, tmp_path))
@@ -226,3 +226,31 @@ def test_truncated_or_corrupt_checkpoint(capsys, content, tmp_path, cut):
     line = fails(capsys, "knn", checkpoint)
     assert f"checkpoint '{checkpoint}' is truncated or corrupt (" in line
     assert line.endswith("); copy it again or use another checkpoint")
+
+
+def test_a_subset_file_needs_a_data_set_of_files(capsys, content, tmp_path):
+    listing = tmp_path / "10percent.txt"
+    listing.write_text("n01440764_10026.JPEG\n")
+    line = fails(capsys, "finetune", save(content, tmp_path), "--subset-file", str(listing))
+    assert line.endswith(f"'{listing}' selects images by file name, and a data set of type "
+                         "ImageArrayDataset has no files; leave the subset file out to take a "
+                         "seeded class-balanced fraction")
+
+
+def test_fine_tuning_resumes_only_a_run_of_the_same_settings(capsys, content, tmp_path):
+    checkpoint = save(content, tmp_path)
+    runs = tmp_path / "finetune"
+    first = [str(checkpoint), "--epochs", "1", "--limit-train-batches", "1", "--checkpoint-dir",
+             str(runs), "--output", str(tmp_path / "first.json"), "--device", "cpu"]
+    assert TOOLS["finetune"](first) == 0
+    last = runs / "pretrained" / "last.ckpt"
+    kept = last.read_bytes()
+    line = fails(capsys, "finetune", checkpoint, *first[1:7], "--lr", "0.5")
+    assert line.endswith(f"'{last}' holds a fine-tuning run with other settings (lr: 0.01 there, "
+                         "0.5 here); run with its settings to resume it, or pass --fresh to "
+                         "start over")
+    assert last.read_bytes() == kept
+    last.write_bytes(kept[: len(kept) // 2])
+    line = fails(capsys, "finetune", checkpoint, *first[1:7])
+    assert f"'{last}' is not a fine-tuning checkpoint that can be resumed (" in line
+    assert line.endswith("); pass --fresh to start over")
