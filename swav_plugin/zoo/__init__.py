@@ -3,6 +3,6 @@
 Importing this package registers them; the host loads it through the ``zoo`` entry point.
 """
 
-from swav_plugin.zoo import backbones, datasets, transforms
+from swav_plugin.zoo import backbones, datasets, library_backbones, transforms
 
-__all__ = ["backbones", "datasets", "transforms"]
+__all__ = ["backbones", "datasets", "library_backbones", "transforms"]

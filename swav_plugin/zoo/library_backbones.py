@@ -1,0 +1,72 @@
+"""Any timm or torchvision classification model as a backbone, by name, classifier removed.
+
+``{name: timm, model: convnext_atto, ...}`` passes the other keys to ``timm.create_model``
+(``num_classes=0``: timm's pooled features; ``num_features`` is timm's own). For a ViT under
+multi-crop, ``dynamic_img_size: true`` lets one model take each crop resolution (its position
+embeddings are interpolated), one pass per resolution as for a CNN.
+
+``{name: torchvision, model: convnext_tiny, ...}`` passes them to
+``torchvision.models.get_model`` with ``weights=None``; the model's last ``nn.Linear`` (the
+classifier: ``fc``, ``classifier[-1]``, ``heads.head``, ...) becomes the identity and its input
+width is ``num_features``. torchvision's ViTs take one image size only: use timm's for
+multi-crop.
+
+No weights are downloaded: both start from random initialisation, as SwAV pretraining does.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import torchvision
+from torch import nn
+
+from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.registry import BACKBONES
+
+try:
+    import timm
+except ImportError:  # an optional extra: the error names it when a recipe asks for timm
+    timm = None
+
+
+def _unknown(library: str, model: str, names: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(model, names, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else f"{len(names)} models are known"
+    return ConfigError(f"{library} has no model '{model}' ({hint}); pick a name its "
+                       f"list_models() gives")
+
+
+@BACKBONES.register("timm")
+def timm_backbone(model: str, **kwargs: Any) -> nn.Module:
+    """A timm model's pooled features (``num_classes=0``); ``kwargs`` go to ``create_model``."""
+    if timm is None:
+        raise ConfigError("backbone 'timm' needs the timm package; install it with "
+                          "pip install 'swav-plugin[timm]'")
+    if not timm.is_model(model):
+        raise _unknown("timm", model, timm.list_models())
+    network = timm.create_model(model, pretrained=False, num_classes=0, **kwargs)
+    if not getattr(network, "num_features", 0):
+        raise ConfigError(f"timm model '{model}' declares no num_features; pick a classification "
+                          "model")
+    return network
+
+
+@BACKBONES.register("torchvision")
+def torchvision_backbone(model: str, **kwargs: Any) -> nn.Module:
+    """A torchvision classification model with its last ``nn.Linear`` removed."""
+    names = torchvision.models.list_models(module=torchvision.models)
+    if model not in names:
+        raise _unknown("torchvision", model, names)
+    network = torchvision.models.get_model(model, weights=None, **kwargs)
+    linears = [(name, module) for name, module in network.named_modules()
+               if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ConfigError(f"torchvision model '{model}' has no linear classifier to remove; "
+                          "pick a classification model")
+    name, classifier = linears[-1]
+    parent = network.get_submodule(name.rpartition(".")[0])
+    setattr(parent, name.rpartition(".")[2], nn.Identity())
+    network.num_features = classifier.in_features
+    return network
