@@ -2,8 +2,8 @@
 
     python eval/finetune.py runs/demo/checkpoints/last.ckpt --labels 10 --baselines
     python eval/finetune.py swav_800ep_pretrain.pth.tar --arch resnet50 \\
-        --data dataset.name=image_folder dataset.root=/data/imagenet \\
-        --subset-file 10percent.txt --devices 8 --precision bf16-mixed
+        --data dataset.name=image_folder dataset.root=/data/imagenet --test-split val \\
+        --subset-file 10percent.txt --devices 8
 
 The official ``eval_semisup.py`` protocol (:mod:`swav_plugin.evaluation.finetuning`): the whole
 network and a new linear head, SGD (momentum 0.9, no weight decay), lr 0.01 trunk / 0.2 head at
@@ -33,12 +33,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import Dataset, Subset
 
 from swav_plugin.evaluation import cli
-from swav_plugin.evaluation.features import labelled_splits, raw_pixels
-from swav_plugin.evaluation.finetuning import OFFICIAL_LEARNING_RATES, FineTuning
+from swav_plugin.evaluation.features import Pretrained, labelled_splits
+from swav_plugin.evaluation.finetuning import (
+    OFFICIAL_LEARNING_RATES,
+    FineTuning,
+    epoch_checkpoint,
+)
 from swav_plugin.evaluation.label_subsets import (
     balanced_subset,
     labels_of,
@@ -56,6 +59,13 @@ def labelled_subset(args: argparse.Namespace, train: Dataset) -> tuple[list[int]
     """The indices of the labelled training images, and how they were chosen."""
     if args.subset_file:
         indices = subset_by_names(train, read_subset_file(args.subset_file), args.subset_file)
+        percent = 100 * len(indices) / len(train)
+        if not args.labels / 2 <= percent <= args.labels * 2:
+            raise ConfigError(
+                f"'{args.subset_file}' lists {percent:.2g} % of split '{args.train_split}' but "
+                f"--labels is {args.labels}; pass the --labels of that list (its learning rates "
+                "and result names follow it)"
+            )
         return indices, f"listed in {args.subset_file}"
     labels = labels_of(train)
     if labels is None:
@@ -70,23 +80,24 @@ def splits(
 ) -> tuple[Subset, Dataset, int, str]:
     """The labelled training subset, the test split, the number of classes and how the subset
     was chosen."""
-    train, test = labelled_splits(recipe, (args.train_split, args.test_split))
-    classes = getattr(train, "classes", None)
-    if not classes:
-        raise ConfigError(f"split '{args.train_split}' has no class names; pick a labelled split")
+    train, test, classes = cli.classified_splits(args, recipe)
     indices, how = labelled_subset(args, train)
-    return Subset(train, indices), test, len(classes), how
+    return Subset(train, indices), test, classes, how
 
 
-def settings_of(args: argparse.Namespace, variant: str, images: int) -> dict[str, Any]:
-    """What a run is started with; a checkpoint resumes only under the same."""
-    return {"checkpoint": str(Path(args.checkpoint).resolve()), "arch": args.arch,
+def settings_of(
+    args: argparse.Namespace, pretrained: Pretrained, variant: str, images: int
+) -> dict[str, Any]:
+    """What a run is started with, the weights by content; it resumes only under the same."""
+    return {"weights": pretrained.digest(), "arch": args.arch,
             "data": list(args.data), "variant": variant, "labels": args.labels,
             "subset_file": args.subset_file, "images": images, "seed": args.seed,
             "epochs": args.epochs, "lr": args.lr, "lr_head": args.lr_head,
             "decay_epochs": list(args.decay_epochs), "gamma": args.gamma,
             "batch_size": args.batch_size, "min_scale": args.min_scale, "hflip": args.hflip,
-            "train_split": args.train_split, "test_split": args.test_split}
+            "train_split": args.train_split, "test_split": args.test_split,
+            "devices": str(args.devices), "precision": args.precision,
+            "limit_train_batches": args.limit_train_batches}
 
 
 def resume_path(directory: Path, settings: dict[str, Any], fresh: bool) -> Path | None:
@@ -111,26 +122,25 @@ def resume_path(directory: Path, settings: dict[str, Any], fresh: bool) -> Path 
 
 
 def evaluate(args: argparse.Namespace, variant: str) -> dict[str, Any]:
+    """One row: ``variant`` fine-tuned (resumed where a run of it stopped), or the linear
+    probe."""
     if variant == LINEAR_ROW:
         return evaluate_linear(args)
     pretrained = cli.load(args, random_init=variant != "pretrained")
-    backbone = (raw_pixels(pretrained.recipe) if variant == "raw_pixels"
-                else pretrained.method.backbone)
+    backbone = cli.variant_backbone(pretrained, variant)
     train, test, num_classes, how = splits(args, pretrained.recipe)
     print(f"{variant}: fine-tuning on {len(train)} labelled images ({how})")
     loaders = cli.protocol_loaders(args, pretrained.recipe, train, test, drop_last=False)
     pl.seed_everything(args.seed, verbose=False)
     model = FineTuning(backbone, num_classes, lr=args.lr, lr_head=args.lr_head,
                        decay_epochs=args.decay_epochs, gamma=args.gamma)
-    model.settings = settings_of(args, variant, len(train))
+    model.settings = settings_of(args, pretrained, variant, len(train))
     directory = args.checkpoint_dir / variant
     resume = resume_path(directory, model.settings, args.fresh)
     if resume:
         print(f"resuming {variant} from {resume}")
-    saver = ModelCheckpoint(dirpath=directory, save_last=True, save_top_k=0,
-                            save_on_train_epoch_end=False)
     cli.fit_protocol(args, model, loaders, resume, sync_batchnorm=True,
-                     enable_checkpointing=True, callbacks=[saver])
+                     enable_checkpointing=True, callbacks=[epoch_checkpoint(directory)])
     return {**best_and_last(model.history), "epochs": args.epochs, "images": len(train),
             "subset": how,
             "global_batch": model.global_batch, "batch_size_per_device": args.batch_size,
@@ -147,6 +157,7 @@ def evaluate_linear(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def row(result: dict[str, Any]) -> str:
+    """A fine-tuning row (best and last epoch), or the linear probe's."""
     if "best_epoch" not in result:
         return (f"{result['top1']:.2f} / {result['top5']:.2f}  (fast linear probe, weight decay "
                 f"{result['weight_decay']:g})")
@@ -155,6 +166,7 @@ def row(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Fine-tune the weights and the chosen baselines, print and save the results."""
     parser = cli.tool_parser(__doc__, "finetune_PCTpct.json")
     parser.set_defaults(batch_size=32)
     cli.add_train_test_arguments(parser)

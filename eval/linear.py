@@ -25,11 +25,9 @@ import sys
 import pytorch_lightning as pl
 
 from swav_plugin.evaluation import cli
-from swav_plugin.evaluation.features import labelled_splits, raw_pixels
 from swav_plugin.evaluation.linear import linear_probe
 from swav_plugin.evaluation.linear_protocol import LinearProtocol
 from swav_plugin.evaluation.supervised import best_and_last
-from swav_plugin.host.errors import ConfigError
 
 
 def evaluate_fast(args: argparse.Namespace, variant: str) -> dict:
@@ -41,15 +39,11 @@ def evaluate_fast(args: argparse.Namespace, variant: str) -> dict:
 
 def evaluate_standard(args: argparse.Namespace, variant: str) -> dict:
     pretrained = cli.load(args, random_init=variant != "pretrained")
-    backbone = (raw_pixels(pretrained.recipe) if variant == "raw_pixels"
-                else pretrained.method.backbone)
-    train, test = labelled_splits(pretrained.recipe, (args.train_split, args.test_split))
-    classes = getattr(train, "classes", None)
-    if not classes:
-        raise ConfigError(f"split '{args.train_split}' has no class names; pick a labelled split")
+    backbone = cli.variant_backbone(pretrained, variant)
+    train, test, classes = cli.classified_splits(args, pretrained.recipe)
     loaders = cli.protocol_loaders(args, pretrained.recipe, train, test, drop_last=True)
     pl.seed_everything(args.seed, verbose=False)
-    model = LinearProtocol(backbone, len(classes), lr=args.lr,
+    model = LinearProtocol(backbone, classes, lr=args.lr,
                            weight_decay=args.linear_weight_decay, use_bn=args.use_bn)
     cli.fit_protocol(args, model, loaders)
     return {**best_and_last(model.history),

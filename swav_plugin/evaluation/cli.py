@@ -11,7 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from swav_plugin.evaluation.features import (
@@ -20,6 +20,7 @@ from swav_plugin.evaluation.features import (
     features_of,
     labelled_splits,
     load_pretrained,
+    raw_pixels,
 )
 from swav_plugin.evaluation.supervised import ValidatedClassifier, train_transform
 from swav_plugin.host.atomic import save_json_atomic
@@ -128,6 +129,23 @@ def add_training_arguments(
     group.add_argument("--no-hflip", dest="hflip", action="store_false",
                        help="no horizontal flips (for data that is not mirror-symmetric)")
     return group
+
+
+def variant_backbone(pretrained: Pretrained, variant: str) -> nn.Module:
+    """What a supervised protocol trains on for one of :data:`VARIANTS`: the raw pixels, or
+    the backbone (trained or at random init, as ``pretrained`` was loaded)."""
+    return raw_pixels(pretrained.recipe) if variant == "raw_pixels" else pretrained.method.backbone
+
+
+def classified_splits(
+    args: argparse.Namespace, recipe: dict[str, Any]
+) -> tuple[Dataset, Dataset, int]:
+    """The ``--train-split`` and ``--test-split`` data sets and their number of classes."""
+    train, test = labelled_splits(recipe, (args.train_split, args.test_split))
+    classes = getattr(train, "classes", None)
+    if not classes:
+        raise ConfigError(f"split '{args.train_split}' has no class names; pick a labelled split")
+    return train, test, len(classes)
 
 
 def best_last_row(result: dict[str, Any]) -> str:

@@ -11,9 +11,11 @@ every epoch (:class:`~.supervised.ValidatedClassifier`); the official code repor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
 from swav_plugin.evaluation.supervised import ValidatedClassifier
@@ -70,3 +72,10 @@ class FineTuning(ValidatedClassifier):
                                                          gamma=self.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "epoch"}}
+
+
+def epoch_checkpoint(directory: str | Path) -> ModelCheckpoint:
+    """Writes ``directory/last.ckpt`` after every epoch's validation, replacing the one before
+    (no versioned copies: a rerun finds the run it resumes under one name)."""
+    return ModelCheckpoint(dirpath=directory, filename="last", save_top_k=1, monitor=None,
+                           save_on_train_epoch_end=False, enable_version_counter=False)

@@ -2,11 +2,10 @@
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from swav_plugin.evaluation.features import RawPixels
-from swav_plugin.evaluation.finetuning import FineTuning
+from swav_plugin.evaluation.finetuning import FineTuning, epoch_checkpoint
 from swav_plugin.evaluation.supervised import best_and_last
 from tests.evaluation.test_linear_protocol import TinyBackbone
 
@@ -58,9 +57,17 @@ def test_history_and_settings_come_back_with_a_resume(tmp_path):
     torch.manual_seed(0)
     first = FineTuning(TinyBackbone(), 3, decay_epochs=[1])
     first.settings = {"lr": 0.01, "images": 48}
-    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0,
-                            save_on_train_epoch_end=False)
-    trainer(tmp_path, 2, callbacks=[saver]).fit(first, train, test)
+    written = []
+
+    class AtEpochStart(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch:  # what an interruption now would leave
+                written.append(torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True))
+
+    trainer(tmp_path, 2, callbacks=[epoch_checkpoint(tmp_path / "ckpt"), AtEpochStart()]).fit(
+        first, train, test)
+    assert written[0]["validation_history"] == first.history[:1]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.ckpt"]
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert saved["protocol_settings"] == first.settings
     assert saved["validation_history"] == first.history  # saved after the epoch's validation

@@ -250,7 +250,20 @@ def test_fine_tuning_resumes_only_a_run_of_the_same_settings(capsys, content, tm
                          "0.5 here); run with its settings to resume it, or pass --fresh to "
                          "start over")
     assert last.read_bytes() == kept
+    assert TOOLS["finetune"]([*first, "--lr", "0.5", "--fresh"]) == 0  # replaced, not versioned
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
+    assert torch.load(last, weights_only=True)["protocol_settings"]["lr"] == 0.5
+    kept = last.read_bytes()
     last.write_bytes(kept[: len(kept) // 2])
     line = fails(capsys, "finetune", checkpoint, *first[1:7])
     assert f"'{last}' is not a fine-tuning checkpoint that can be resumed (" in line
     assert line.endswith("); pass --fresh to start over")
+
+
+def test_a_subset_list_of_another_percentage_than_labels(capsys, content, tmp_path):
+    checkpoint = image_folder_checkpoint(content, tmp_path, {"train": "abcde", "test": "abcde"})
+    listing = tmp_path / "list.txt"
+    listing.write_text("a/0.png\n")  # 1 of 5 images: 20 %
+    line = fails(capsys, "finetune", checkpoint, "--subset-file", str(listing), "--labels", "1")
+    assert line.endswith(f"'{listing}' lists 20 % of split 'train' but --labels is 1; pass the "
+                         "--labels of that list (its learning rates and result names follow it)")
