@@ -26,6 +26,7 @@ from swav_plugin.host.progress import LoggingStepProgressBar
 from swav_plugin.host.recipe import build_component, call_with_kwargs
 from swav_plugin.host.sections import GROUP_SIZE_KEY, RunOptions, launch_world_size
 from swav_plugin.host.sync_batchnorm import GroupedSyncBatchNorm
+from swav_plugin.host.trackers import Trackers
 
 
 def check_devices_present(section: Mapping[str, Any]) -> None:
@@ -95,11 +96,13 @@ def build(
     listed = [build_component(node, "callback", f"callbacks[{i}]")
               for i, node in enumerate(recipe.get("callbacks", []))]
     out = options.output_dir
+    trackers = Trackers([build_component(node, "logger", f"loggers[{i}]")
+                         for i, node in enumerate(recipe.get("loggers", []))], out)
     checkpoints = Checkpoints(
         out / "checkpoints", options.checkpoint_every_n_steps, options.keep_checkpoints
     )
     callbacks = [checkpoints, RecipeCallback(recipe, out), DataWaitMonitor(),
-                 NonFiniteGuard(options.max_nonfinite_steps)]
+                 NonFiniteGuard(options.max_nonfinite_steps), trackers]
     if recipe["trainer"].get("enable_progress_bar", True):
         # before the recipe's callbacks: its redraw at a batch's start belongs to the
         # logging step before it
@@ -113,7 +116,7 @@ def build(
         trainer = pl.Trainer(
             **lightning,
             default_root_dir=out,
-            logger=RunLogger(out),
+            logger=[RunLogger(out), *trackers.loggers],
             callbacks=callbacks,
             plugins=plugins,
         )

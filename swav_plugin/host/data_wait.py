@@ -63,15 +63,14 @@ class DataWaitMonitor(Callback):
             sums[0] += wait
             sums[1] += total
             sums[2] += 1
-        if trainer.logger is not None and is_logging_step(trainer):
+        if trainer.loggers and is_logging_step(trainer):
             wait, total, steps = self._interval
-            trainer.logger.log_metrics(
-                {"perf/data_wait_ms": 1000 * wait / steps,
-                 "perf/data_wait_share": wait / total if total > 0 else 0.0},
+            metrics = {"perf/data_wait_ms": 1000 * wait / steps,
+                       "perf/data_wait_share": wait / total if total > 0 else 0.0}
+            for logger in trainer.loggers:
                 # the step of this batch's loss row: written before a checkpoint of this
                 # step, and kept by a resume from it (global_step already counts this step)
-                step=trainer.global_step - 1,
-            )
+                logger.log_metrics(metrics, step=trainer.global_step - 1)
             self._interval = [0.0, 0.0, 0]
 
     @property

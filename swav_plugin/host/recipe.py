@@ -31,7 +31,7 @@ import yaml
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.registry import REGISTRIES
 
-SECTIONS = ("method", "data", "trainer", "run", "callbacks")
+SECTIONS = ("method", "data", "trainer", "run", "callbacks", "loggers")
 
 
 def _refuse_duplicate_keys(node: yaml.Node) -> None:

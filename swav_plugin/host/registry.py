@@ -99,10 +99,12 @@ TRANSFORMS = Registry("transform")
 COLLATES = Registry("collate")
 DATASETS = Registry("dataset")
 CALLBACKS = Registry("callback")  # Lightning callbacks a recipe lists under `callbacks`
+LOGGERS = Registry("logger")  # experiment trackers a recipe lists under `loggers`
 
 #: Registries by kind. A recipe argument whose parameter name is one of these kinds is a
 #: component node (``{name: ..., **kwargs}`` or just a name) built from that registry.
 REGISTRIES: dict[str, Registry] = {
     r.kind: r
-    for r in (METHODS, BACKBONES, HEADS, LOSSES, QUEUES, TRANSFORMS, COLLATES, DATASETS, CALLBACKS)
+    for r in (METHODS, BACKBONES, HEADS, LOSSES, QUEUES, TRANSFORMS, COLLATES, DATASETS, CALLBACKS,
+              LOGGERS)
 }

@@ -36,15 +36,19 @@ def resolve(recipe: Mapping[str, Any]) -> dict[str, Any]:
         "run": resolve_kwargs(RunOptions, _section(recipe, "run"), "run"),
         "callbacks": [
             resolve_component(node, "callback", f"callbacks[{i}]")
-            for i, node in enumerate(_callbacks_section(recipe))
+            for i, node in enumerate(_list_section(recipe, "callbacks"))
+        ],
+        "loggers": [
+            resolve_component(node, "logger", f"loggers[{i}]")
+            for i, node in enumerate(_list_section(recipe, "loggers"))
         ],
     }
 
 
-def _callbacks_section(recipe: Mapping[str, Any]) -> list[Any]:
-    value = recipe.get("callbacks") or []
+def _list_section(recipe: Mapping[str, Any], name: str) -> list[Any]:
+    value = recipe.get(name) or []
     if not isinstance(value, list):
-        raise ConfigError(f"recipe section 'callbacks' must be a list of callbacks, got {value!r}")
+        raise ConfigError(f"recipe section '{name}' must be a list of {name}, got {value!r}")
     return value
 
 

@@ -40,12 +40,14 @@ from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.registry import REGISTRIES
 from swav_plugin.host.resolve import load_recipe
 from swav_plugin.host.sections import RunOptions
+from swav_plugin.host.trackers import IDS_KEY, Trackers
 
 #: Recipe keys a resumed run may change. Those of ``trainer`` (e.g. the device count or the
 #: precision) may change the result: a warning says so.
-RESUMABLE_CHANGES = ("trainer", "run", "callbacks", "data.num_workers", "data.pin_memory")
+RESUMABLE_CHANGES = ("trainer", "run", "callbacks", "loggers", "data.num_workers",
+                     "data.pin_memory")
 #: Keys that change only what is shown.
-COSMETIC = ("run", "data.num_workers", "data.pin_memory", "trainer.enable_progress_bar",
+COSMETIC = ("run", "loggers", "data.num_workers", "data.pin_memory", "trainer.enable_progress_bar",
             "trainer.enable_model_summary", "trainer.log_every_n_steps")
 
 
@@ -133,6 +135,8 @@ def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.
     if resume is not None:
         ckpt_path = resume[0]
         trainer.logger.resume_step = resume[1].get("global_step", 0)
+        trackers = next(c for c in trainer.callbacks if isinstance(c, Trackers))
+        trainer.loggers = [trainer.logger, *trackers.continue_runs(resume[1].get(IDS_KEY, {}))]
         trainer.strategy.checkpoint_io.preload(*resume)  # verified once, not read again
         resume = None  # no second reference: the checkpoint is freed once Lightning restored it
     try:

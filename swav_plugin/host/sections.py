@@ -21,7 +21,8 @@ GROUP_SIZE_KEY = "sync_batchnorm_group_size"
 #: Trainer arguments the runner owns; a recipe configures them through ``run``.
 RUNNER_OWNED = {
     "default_root_dir": "set run.output_dir instead",
-    "logger": "the runner logs to CSV in run.output_dir",
+    "logger": "the runner logs to CSV in run.output_dir; list TensorBoard, W&B or MLflow in the "
+              "recipe's top-level 'loggers' section",
     "callbacks": "list them in the recipe's top-level 'callbacks' section",
 }
 
