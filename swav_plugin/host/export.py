@@ -6,11 +6,16 @@
 Writes the method's ``backbone`` weights alone (the ``backbone.`` prefix removed):
 
 - ``backbone.safetensors``: plain tensors, loadable without pickle by any framework;
-- ``backbone_torchvision.pth``, when the recipe's backbone is a torchvision model
-  (``resnet50``, ``resnet18``): a state dict that ``torchvision.models.resnet50()
-  .load_state_dict(...)`` accepts as it is, checked before it is written. torchvision's model
-  has a classifier the backbone lacks; it is included as zeros (``fc``), to be trained or
-  replaced.
+- ``backbone_torchvision.pth``, when the backbone is a torchvision model (``resnet50``,
+  ``resnet18``, ``{name: torchvision, model: ...}``): a state dict that
+  ``torchvision.models.get_model(ARCH).load_state_dict(...)`` accepts as it is;
+- ``backbone_timm.pth``, when timm has the same architecture (its ResNets share torchvision's
+  keys; ``{name: timm, model: ...}``): one that ``timm.create_model(ARCH, pretrained=False)
+  .load_state_dict(...)`` accepts as it is.
+
+Each library's file is checked by loading it strictly into that library's model before it is
+written. The libraries' models have a classifier the backbone lacks; it is included as zeros,
+to be trained or replaced. ``export`` prints which ``ARCH`` each file is for.
 
 The checkpoint is read with ``torch.load(weights_only=True)``: a file carrying pickled code is
 refused, not run. Each file is written to a temporary name and renamed, so an interrupted
@@ -22,17 +27,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
-from torch import Tensor
+from torch import Tensor, nn
 
 from swav_plugin.host.atomic import atomic_path
 from swav_plugin.host.checkpointing import read_training_checkpoint
 from swav_plugin.host.errors import ConfigError
+
+try:
+    import timm
+except ImportError:  # an optional extra: without it there is no timm file to write
+    timm = None
 
 PREFIX = "backbone."
 
@@ -49,17 +59,40 @@ def backbone_weights(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
     return weights
 
 
-def torchvision_state_dict(name: str, weights: dict[str, Tensor]) -> dict[str, Tensor] | None:
-    """``weights`` completed to what ``torchvision.models.<name>()`` loads strictly, or ``None``
-    when ``name`` is not a torchvision model or the shapes differ (e.g. a CIFAR stem)."""
-    if name not in torchvision.models.list_models(module=torchvision.models):
-        return None
-    model = torchvision.models.get_model(name)
+def library_models(backbone: Mapping[str, Any]) -> dict[str, tuple[str, Callable[[], nn.Module]]]:
+    """For each library with the recipe ``backbone``'s architecture: the architecture's name
+    there and a builder of its full (classifier-bearing) model."""
+    name = backbone.get("name", "")
+    options = {k: v for k, v in backbone.items() if k not in ("name", "model")}
+    vision = torchvision.models.list_models(module=torchvision.models)
+    found: dict[str, tuple[str, Callable[[], nn.Module]]] = {}
+    if name == "torchvision" and backbone.get("model") in vision:
+        arch = backbone["model"]
+        found["torchvision"] = arch, lambda: torchvision.models.get_model(arch, **options)
+    elif name in vision:
+        found["torchvision"] = name, lambda: torchvision.models.get_model(name)
+    if timm is None:
+        return found
+    if name == "timm" and timm.is_model(backbone.get("model", "")):
+        arch = backbone["model"]
+        found["timm"] = arch, lambda: timm.create_model(arch, pretrained=False, **options)
+    elif name in vision and timm.is_model(name):  # e.g. timm's resnet50: torchvision's keys
+        found["timm"] = name, lambda: timm.create_model(name, pretrained=False)
+    return found
+
+
+def full_state_dict(model: nn.Module, weights: dict[str, Tensor]) -> dict[str, Tensor] | None:
+    """``weights`` completed to what ``model`` loads strictly, the classifier the backbone
+    lacks as zeros; ``None`` when they do not fit (another variant, e.g. a CIFAR stem)."""
     full = dict(weights)
-    fc = getattr(model, "fc", None)
-    if isinstance(fc, torch.nn.Linear) and "fc.weight" not in full:
-        full["fc.weight"] = torch.zeros_like(fc.weight)
-        full["fc.bias"] = torch.zeros_like(fc.bias)
+    for key, value in model.state_dict().items():
+        if key not in full:
+            full[key] = torch.zeros_like(value)
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    classifier = {f"{linears[-1]}.{key}" for key, _ in
+                  model.get_submodule(linears[-1]).named_parameters()} if linears else set()
+    if set(full) - set(weights) != classifier:  # more is missing than the classifier
+        return None
     try:
         model.load_state_dict(full, strict=True)
     except RuntimeError:
@@ -67,26 +100,29 @@ def torchvision_state_dict(name: str, weights: dict[str, Tensor]) -> dict[str, T
     return full
 
 
-def export(checkpoint_path: str | Path, output_dir: str | Path | None = None) -> list[Path]:
-    """Write the backbone of ``checkpoint_path``; returns the files written."""
+def export(checkpoint_path: str | Path, output_dir: str | Path | None = None) -> dict[Path, str]:
+    """Write the backbone of ``checkpoint_path``; returns the files written, each with the
+    model it loads into (empty for the safetensors file)."""
     from safetensors.torch import save_file
 
     path = Path(checkpoint_path)
     checkpoint = read_training_checkpoint(path)
     weights = backbone_weights(checkpoint)
     backbone = ((checkpoint.get("recipe") or {}).get("method") or {}).get("backbone") or {}
-    name = backbone.get("name", "")
     out = Path(output_dir) if output_dir is not None else path.parent.parent / "export"
     out.mkdir(parents=True, exist_ok=True)
     metadata = {"source": path.resolve().name, "backbone": json.dumps(backbone)}
-    written = [out / "backbone.safetensors"]
-    with atomic_path(written[0]) as tmp:
+    written = {out / "backbone.safetensors": ""}
+    with atomic_path(out / "backbone.safetensors") as tmp:
         save_file(weights, str(tmp), metadata=metadata)
-    full = torchvision_state_dict(name, weights)
-    if full is not None:
-        written.append(out / "backbone_torchvision.pth")
-        with atomic_path(written[1]) as tmp:
+    for library, (arch, build) in library_models(backbone).items():
+        full = full_state_dict(build(), weights)
+        if full is None:
+            continue
+        target = out / f"backbone_{library}.pth"
+        with atomic_path(target) as tmp:
             torch.save(full, tmp)
+        written[target] = f"{library} model '{arch}'"
     return written
 
 
@@ -101,10 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"swav-export: error: {exc}", file=sys.stderr)
         return 2
-    for file in written:
-        print(f"swav-export: wrote {file}")
+    for file, model in written.items():
+        print(f"swav-export: wrote {file}" + (f" (loads into {model})" if model else ""))
     if len(written) == 1:
-        print("swav-export: no torchvision state dict: the backbone is not a torchvision model")
+        print("swav-export: no torchvision or timm state dict: neither library has the "
+              "backbone's architecture")
     return 0
 
 

@@ -127,7 +127,7 @@ def test_files_that_hold_no_weights_are_refused(capsys, content, tmp_path, code_
 
 
 def test_exported_weights_need_the_data_to_evaluate_on(capsys, content, tmp_path):
-    exported = export(save(content, tmp_path), tmp_path / "run" / "export")[0]
+    exported = next(iter(export(save(content, tmp_path), tmp_path / "run" / "export")))
     line = fails(capsys, "linear", exported)
     assert "backbone.safetensors' names no data set to evaluate on; pass --data dataset.name=" \
         in line

@@ -2,12 +2,14 @@ import subprocess
 import sys
 
 import pytest
+import timm
 import torch
 import torchvision
 from safetensors.torch import load_file
 
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.export import export, main
+from swav_plugin.host.registry import BACKBONES
 from swav_plugin.zoo.backbones import resnet18, resnet18_cifar
 
 
@@ -20,26 +22,54 @@ def write_checkpoint(path, backbone, name):
     return path
 
 
-def test_exports_safetensors_and_a_state_dict_torchvision_loads(tmp_path):
+def test_exports_safetensors_and_state_dicts_torchvision_and_timm_load(tmp_path):
     backbone = resnet18()
     ckpt = write_checkpoint(tmp_path / "last.ckpt", backbone, "resnet18")
     files = export(ckpt, tmp_path / "out")
-    assert [f.name for f in files] == ["backbone.safetensors", "backbone_torchvision.pth"]
-    weights = load_file(files[0])
+    assert {f.name: model for f, model in files.items()} == {
+        "backbone.safetensors": "", "backbone_torchvision.pth": "torchvision model 'resnet18'",
+        "backbone_timm.pth": "timm model 'resnet18'"}
+    safetensors, for_torchvision, for_timm = files
+    weights = load_file(safetensors)
     for key, value in backbone.state_dict().items():
         assert torch.equal(weights[key], value)
-    model = torchvision.models.resnet18()
-    model.load_state_dict(torch.load(files[1], weights_only=True))  # strict
-    assert torch.equal(model.conv1.weight, backbone.conv1.weight)
-    assert not model.fc.weight.any()  # the classifier the backbone never had: zeros
+    for model, path in ((torchvision.models.resnet18(), for_torchvision),
+                        (timm.create_model("resnet18", pretrained=False), for_timm)):
+        model.load_state_dict(torch.load(path, weights_only=True))  # strict
+        assert torch.equal(model.conv1.weight, backbone.conv1.weight)
+        assert not model.fc.weight.any()  # the classifier the backbone never had: zeros
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(("node", "library", "build"), [
+    ({"name": "timm", "model": "convnext_atto"}, "timm",
+     lambda: timm.create_model("convnext_atto", pretrained=False)),
+    ({"name": "torchvision", "model": "mobilenet_v3_small"}, "torchvision",
+     lambda: torchvision.models.mobilenet_v3_small()),
+])
+def test_library_backbones_export_for_their_library(tmp_path, node, library, build):
+    backbone = BACKBONES.create(**node)
+    ckpt = write_checkpoint(tmp_path / "last.ckpt", backbone, node["name"])
+    content = torch.load(ckpt, weights_only=True)
+    content["recipe"]["method"]["backbone"] = node
+    torch.save(content, ckpt)
+    files = {f.name: f for f in export(ckpt, tmp_path / "out")}
+    model = build()
+    model.load_state_dict(torch.load(files[f"backbone_{library}.pth"], weights_only=True))
+    images = torch.randn(2, 3, 64, 64)
+    assert not model.eval()(images).any()  # the classifier the backbone never had: zeros
+    name = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    parent, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent), attribute, torch.nn.Identity())
+    torch.testing.assert_close(model(images), backbone.eval()(images))  # the trained trunk
 
 
 def test_non_torchvision_backbone_gets_safetensors_only(tmp_path, capsys):
     ckpt = write_checkpoint(tmp_path / "last.ckpt", resnet18_cifar(), "resnet18_cifar")
     assert main([str(ckpt), "--output-dir", str(tmp_path / "out")]) == 0
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["backbone.safetensors"]
-    assert "not a torchvision model" in capsys.readouterr().out
+    assert "no torchvision or timm state dict: neither library has the backbone's architecture" \
+        in capsys.readouterr().out
 
 
 def test_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path, capsys, code_payload):
