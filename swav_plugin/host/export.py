@@ -60,24 +60,22 @@ def backbone_weights(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
 
 
 def library_models(backbone: Mapping[str, Any]) -> dict[str, tuple[str, Callable[[], nn.Module]]]:
-    """For each library with the recipe ``backbone``'s architecture: the architecture's name
-    there and a builder of its full (classifier-bearing) model."""
-    name = backbone.get("name", "")
+    """For each library with the recipe ``backbone``'s architecture: how to build it there
+    (the call, with the backbone's options) and a builder of its full, classifier-bearing
+    model."""
+    name, model = backbone.get("name", ""), backbone.get("model", "")
     options = {k: v for k, v in backbone.items() if k not in ("name", "model")}
     vision = torchvision.models.list_models(module=torchvision.models)
+    arch, kwargs = (model, options) if name in ("torchvision", "timm") else (name, {})
+    shown = "".join(f", {k}={v!r}" for k, v in kwargs.items())
     found: dict[str, tuple[str, Callable[[], nn.Module]]] = {}
-    if name == "torchvision" and backbone.get("model") in vision:
-        arch = backbone["model"]
-        found["torchvision"] = arch, lambda: torchvision.models.get_model(arch, **options)
-    elif name in vision:
-        found["torchvision"] = name, lambda: torchvision.models.get_model(name)
-    if timm is None:
-        return found
-    if name == "timm" and timm.is_model(backbone.get("model", "")):
-        arch = backbone["model"]
-        found["timm"] = arch, lambda: timm.create_model(arch, pretrained=False, **options)
-    elif name in vision and timm.is_model(name):  # e.g. timm's resnet50: torchvision's keys
-        found["timm"] = name, lambda: timm.create_model(name, pretrained=False)
+    if name in ("torchvision", *vision) and arch in vision:
+        found["torchvision"] = (f"torchvision.models.get_model('{arch}'{shown})",
+                                lambda: torchvision.models.get_model(arch, **kwargs))
+    # timm's ResNets share torchvision's keys
+    if timm is not None and name in ("timm", *vision) and timm.is_model(arch):
+        found["timm"] = (f"timm.create_model('{arch}', pretrained=False{shown})",
+                         lambda: timm.create_model(arch, pretrained=False, **kwargs))
     return found
 
 
@@ -115,14 +113,14 @@ def export(checkpoint_path: str | Path, output_dir: str | Path | None = None) ->
     written = {out / "backbone.safetensors": ""}
     with atomic_path(out / "backbone.safetensors") as tmp:
         save_file(weights, str(tmp), metadata=metadata)
-    for library, (arch, build) in library_models(backbone).items():
+    for library, (call, build) in library_models(backbone).items():
         full = full_state_dict(build(), weights)
         if full is None:
             continue
         target = out / f"backbone_{library}.pth"
         with atomic_path(target) as tmp:
             torch.save(full, tmp)
-        written[target] = f"{library} model '{arch}'"
+        written[target] = call
     return written
 
 

@@ -45,10 +45,15 @@ class Tracker(Protocol):
         """The id a resumed run needs to continue ``logger``'s run (None: nothing to keep)."""
 
 
-def _require(module: str, tracker: str, extra: str) -> None:
+def _require(module: str, tracker: str, extra: str, options: Mapping[str, Any],
+             owned: Sequence[str]) -> None:
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"logger '{tracker}' needs the {module} package; install it with "
                           f"pip install 'swav-plugin[{extra}]'")
+    taken = [key for key in options if key in owned]
+    if taken:
+        raise ConfigError(f"logger '{tracker}': '{taken[0]}' is set by the runner (the run "
+                          "directory and the resumed run decide it); remove it")
 
 
 @LOGGERS.register("tensorboard")
@@ -63,7 +68,8 @@ class TensorBoard:
     name = "tensorboard"
 
     def __init__(self, subdir: str = "tensorboard", **options: Any) -> None:
-        _require("tensorboard", self.name, "tensorboard")
+        _require("tensorboard", self.name, "tensorboard", options,
+                 ("save_dir", "name", "version"))
         self.subdir, self.options = subdir, options
 
     def create(self, run_dir: Path, run_id: str | None) -> Logger:
@@ -81,7 +87,7 @@ class WandB:
     Args:
         project, entity, run_name: Where the run goes and what it is called.
         mode: ``online``, ``offline`` (files only: ``wandb sync`` uploads them later) or
-            ``disabled``.
+            ``disabled``; ``None``: W&B's own choice (``WANDB_MODE``, else online).
         options: Other ``WandbLogger`` / ``wandb.init`` arguments (e.g. ``tags``).
     """
 
@@ -92,10 +98,10 @@ class WandB:
         project: str | None = None,
         entity: str | None = None,
         run_name: str | None = None,
-        mode: Literal["online", "offline", "disabled"] = "online",
+        mode: Literal["online", "offline", "disabled"] | None = None,
         **options: Any,
     ) -> None:
-        _require("wandb", self.name, "wandb")
+        _require("wandb", self.name, "wandb", options, ("save_dir", "id", "resume", "version"))
         self.project, self.entity, self.run_name, self.mode = project, entity, run_name, mode
         self.options = options
 
@@ -131,7 +137,7 @@ class MLflow:
         run_name: str | None = None,
         **options: Any,
     ) -> None:
-        _require("mlflow", self.name, "mlflow")
+        _require("mlflow", self.name, "mlflow", options, ("run_id",))
         self.experiment_name, self.tracking_uri, self.run_name = (
             experiment_name, tracking_uri, run_name)
         self.options = options

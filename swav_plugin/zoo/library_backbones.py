@@ -8,7 +8,9 @@ embeddings are interpolated), one pass per resolution as for a CNN.
 ``{name: torchvision, model: convnext_tiny, ...}`` passes them to
 ``torchvision.models.get_model`` with ``weights=None``; the model's last ``nn.Linear`` (the
 classifier: ``fc``, ``classifier[-1]``, ``heads.head``, ...) becomes the identity and its input
-width is ``num_features``. torchvision's ViTs take one image size only: use timm's for
+width is ``num_features``; what precedes it stays (the dropout of MobileNet and
+EfficientNet, VGG's hidden layers). GoogLeNet and Inception-v3 are built without their
+auxiliary classifiers. torchvision's ViTs and MaxViT take one image size only: use timm's for
 multi-crop.
 
 No weights are downloaded: both start from random initialisation, as SwAV pretraining does.
@@ -24,6 +26,9 @@ from torch import nn
 
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.registry import BACKBONES
+
+#: torchvision models with auxiliary classifiers, which a backbone leaves out.
+AUXILIARY_CLASSIFIERS = ("googlenet", "inception_v3")
 
 try:
     import timm
@@ -59,6 +64,8 @@ def torchvision_backbone(model: str, **kwargs: Any) -> nn.Module:
     names = torchvision.models.list_models(module=torchvision.models)
     if model not in names:
         raise _unknown("torchvision", model, names)
+    if model in AUXILIARY_CLASSIFIERS:  # their training forward returns the aux logits too
+        kwargs.setdefault("aux_logits", False)
     network = torchvision.models.get_model(model, weights=None, **kwargs)
     linears = [(name, module) for name, module in network.named_modules()
                if isinstance(module, nn.Linear)]

@@ -27,8 +27,9 @@ def test_exports_safetensors_and_state_dicts_torchvision_and_timm_load(tmp_path)
     ckpt = write_checkpoint(tmp_path / "last.ckpt", backbone, "resnet18")
     files = export(ckpt, tmp_path / "out")
     assert {f.name: model for f, model in files.items()} == {
-        "backbone.safetensors": "", "backbone_torchvision.pth": "torchvision model 'resnet18'",
-        "backbone_timm.pth": "timm model 'resnet18'"}
+        "backbone.safetensors": "",
+        "backbone_torchvision.pth": "torchvision.models.get_model('resnet18')",
+        "backbone_timm.pth": "timm.create_model('resnet18', pretrained=False)"}
     safetensors, for_torchvision, for_timm = files
     weights = load_file(safetensors)
     for key, value in backbone.state_dict().items():

@@ -77,3 +77,9 @@ def test_a_tracker_listed_twice_or_set_as_the_trainers_logger(tiny_recipe):
     with pytest.raises(ConfigError, match="list TensorBoard, W&B or MLflow in the recipe's "
                        "top-level 'loggers' section"):
         resolve(tiny_recipe)
+
+
+def test_options_the_runner_sets_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"^logger 'wandb': 'id' is set by the runner \(the run "
+                       r"directory and the resumed run decide it\); remove it$"):
+        trackers.WandB(id="abc")

@@ -59,3 +59,9 @@ def test_without_timm_installed_the_extra_is_named(monkeypatch):
     with pytest.raises(ConfigError, match=r"needs the timm package; install it with pip install "
                        r"'swav-plugin\[timm\]'"):
         BACKBONES.create("timm", model="resnet10t")
+
+
+def test_auxiliary_classifiers_are_left_out():
+    backbone = BACKBONES.create("torchvision", model="googlenet")
+    features = backbone.train()(torch.randn(2, 3, 64, 64))  # one tensor, not (logits, aux...)
+    assert isinstance(features, torch.Tensor) and features.shape == (2, 1024)
