@@ -37,6 +37,9 @@ EXPECTED = {
                                 prototypes=3000, queue=3840),
     "imagenet_8gpu.yaml": dict(global_batch=512, lr=1.2, steps_per_epoch=2502,
                                warmup_steps=25020, prototypes=3000, queue=3840),
+    # ours: AdamW at 0.0005 per 256, one epoch of frozen prototypes
+    "imagenet_vit_small.yaml": dict(global_batch=1024, lr=0.002, steps_per_epoch=1251,
+                                    warmup_steps=12510, prototypes=3000, queue=3840),
     # the paper's: 4.8 at 4096, 313 frozen steps ≈ one epoch of 312.8 steps
     "imagenet_64gpu.yaml": dict(global_batch=4096, lr=4.8, steps_per_epoch=312,
                                 warmup_steps=3120, prototypes=3000, queue=0),
@@ -91,7 +94,10 @@ def test_gpu_recipes_use_the_lean_step_and_imagenet_uses_sync_batchnorm():
         trainer = recipe["trainer"]
         if name.startswith("demo"):
             continue
-        assert trainer["accelerator"] == "gpu" and recipe["method"]["channels_last"]
+        backbone = recipe["method"]["backbone"]
+        convolutional = not backbone.get("model", "").startswith("vit")
+        assert trainer["accelerator"] == "gpu"
+        assert recipe["method"]["channels_last"] == convolutional
         if name.startswith("imagenet"):
             assert trainer["sync_batchnorm"] and trainer["strategy"] == "ddp"
         if name in SOURCES:  # precision and augmentation are the source's (its own test)
@@ -113,6 +119,9 @@ SHRINK = {
     "imagenet_bs256.yaml": [*RESNET18, "data.batch_size=4"],
     "imagenet_8gpu.yaml": [*RESNET18, "data.batch_size=4"],
     "imagenet_64gpu.yaml": [*RESNET18, "data.batch_size=47"],
+    # the head's width follows the narrower ViT (192) by itself
+    "imagenet_vit_small.yaml": ["method.backbone.model=vit_tiny_patch16_224",
+                                "data.batch_size=4"],
 }
 #: Optimizer steps per rehearsal: one where the batch the prototypes need makes a step long.
 STEPS = {"stl10.yaml": 1, "imagenet_64gpu.yaml": 1}

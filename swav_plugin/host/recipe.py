@@ -11,7 +11,9 @@ A *component node* is a registered name or a mapping ``{name: ..., **kwargs}``. 
 whose parameter name is a registry kind (``backbone``, ``head``, ``loss``, ...) is itself a
 component node of that kind. Every key is checked against the factory's signature and type
 hints before anything is built, and :func:`swav_plugin.host.resolve.resolve` fills in the
-defaults so that the saved recipe states every value the run used.
+defaults so that the saved recipe states every value the run used. A factory with a
+classmethod ``derive_kwargs(kwargs, path)`` then fills in what it derives from its other
+arguments (e.g. a head's input width from its backbone), so that those are stated too.
 """
 
 from __future__ import annotations
@@ -157,7 +159,8 @@ def resolve_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path:
             resolved[key] = resolve_component(param.default, key, f"{path}.{key}")
         elif _is_plain(param.default):
             resolved[key] = _to_plain(param.default)
-    return resolved
+    derive = getattr(factory, "derive_kwargs", None)
+    return derive(resolved, path) if callable(derive) else resolved
 
 
 def build_component(node: Mapping[str, Any], kind: str, path: str | None = None) -> Any:

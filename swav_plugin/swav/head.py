@@ -30,6 +30,8 @@ class SwAVHead(nn.Module):
 
     Args:
         input_dim: Width of the backbone's features (512 for ResNet-18, 2048 for ResNet-50).
+            Required here; a method recipe may leave it out, and :class:`~swav_plugin.swav.
+            module.SwAV` derives it from its backbone's ``num_features``.
         hidden_dim: Hidden width of the projection MLP; 0 for a linear projection.
         output_dim: Embedding dimension D.
         num_prototypes: K, or a list of K for several prototype sets.
@@ -38,7 +40,7 @@ class SwAVHead(nn.Module):
 
     def __init__(
         self,
-        input_dim: int = 2048,
+        input_dim: int | None = None,
         hidden_dim: int = 2048,
         output_dim: int = 128,
         num_prototypes: int | list[int] = 3000,
@@ -46,6 +48,11 @@ class SwAVHead(nn.Module):
     ) -> None:
         super().__init__()
         counts = [num_prototypes] if isinstance(num_prototypes, int) else list(num_prototypes)
+        if input_dim is None:
+            raise ValueError(
+                "input_dim is required: the width of the backbone's features (in a method "
+                "recipe it may be left out and is taken from the backbone)"
+            )
         for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")

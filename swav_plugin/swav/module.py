@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.recipe import build_component
 from swav_plugin.host.registry import METHODS
 from swav_plugin.swav.head import SwAVHead
 from swav_plugin.swav.loss import SwAVLoss
@@ -73,18 +74,21 @@ class SwAV(pl.LightningModule):
 
     Args:
         backbone: Feature extractor with a ``num_features`` attribute (e.g. ``resnet50``).
-        head: :class:`SwAVHead` (projection + prototypes).
+        head: :class:`SwAVHead` (projection + prototypes). In a recipe, ``head.input_dim``
+            may be left out: it is then the backbone's ``num_features``
+            (:meth:`derive_kwargs`).
         loss: :class:`SwAVLoss`; default settings when omitted.
         queue: :class:`SwAVQueue`, or ``None`` for no queue.
         optimizer: ``lars``: SGD in LARC, as the official code (:mod:`swav_plugin.zoo.larc`);
-            or plain ``sgd``.
+            plain ``sgd``; or ``adamw`` (PyTorch's, betas (0.9, 0.999), decoupled weight
+            decay), the usual choice for vision transformers.
         lr: Learning rate for a global batch of ``lr_batch_size``; scaled linearly.
         lr_batch_size: The batch size ``lr`` refers to (official: 4.8 at 4096, i.e. 0.3 at 256).
         final_lr_ratio: Final learning rate as a fraction of the peak (official: 1/1000).
         warmup_epochs: Epochs of linear warm-up (may be fractional).
         warmup_start_ratio: The warm-up's starting learning rate as a fraction of the peak
             (official 64-GPU scripts: 0.3 / 4.8 = 0.0625; solo-learn: 3e-5 / 0.6 = 5e-5).
-        momentum: SGD momentum.
+        momentum: SGD momentum (``lars`` and ``sgd``).
         weight_decay: Weight decay, on every parameter (as the official code) unless
             ``exclude_bias_norm``.
         lars_trust_coefficient: LARS trust coefficient η (official: 0.001).
@@ -109,7 +113,7 @@ class SwAV(pl.LightningModule):
         head: SwAVHead,
         loss: SwAVLoss | None = None,
         queue: SwAVQueue | None = None,
-        optimizer: Literal["lars", "sgd"] = "lars",
+        optimizer: Literal["lars", "sgd", "adamw"] = "lars",
         lr: float = 0.6,
         lr_batch_size: int = 256,
         final_lr_ratio: float = 0.001,
@@ -170,6 +174,27 @@ class SwAV(pl.LightningModule):
             self.backbone.compile()  # in place: state-dict keys stay those of the plain model
         # steps in a row (on the device) at which the top prototypes took most of the crops
         self._collapsed_steps: Tensor | None = None
+
+    @classmethod
+    def derive_kwargs(cls, kwargs: dict[str, Any], path: str) -> dict[str, Any]:
+        """Fill a resolved recipe node's missing ``head.input_dim`` from the backbone.
+
+        The backbone is built on the meta device (no memory, no initialisation work) to read
+        its ``num_features``; the resolved recipe then states the width the run uses.
+        """
+        head = kwargs.get("head")
+        if not isinstance(head, dict) or head.get("input_dim") is not None:
+            return kwargs
+        with torch.device("meta"):
+            backbone = build_component(kwargs["backbone"], "backbone", f"{path}.backbone")
+        width = getattr(backbone, "num_features", None)
+        if not isinstance(width, int):
+            raise ConfigError(
+                f"{path}.head.input_dim is not set and the backbone "
+                f"'{kwargs['backbone']['name']}' has no integer num_features to take it from; "
+                f"set {path}.head.input_dim to the width of its features"
+            )
+        return {**kwargs, "head": {**head, "input_dim": width}}
 
     @property
     def world_size(self) -> int:
@@ -309,9 +334,12 @@ class SwAV(pl.LightningModule):
             if hp.exclude_bias_norm:
                 groups = [{"params": [p for p in params if p.ndim != 1]},
                           {"params": [p for p in params if p.ndim == 1], "weight_decay": 0.0}]
-            optimizer = torch.optim.SGD(
-                groups, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-            )
+            if hp.optimizer == "adamw":
+                optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=hp.weight_decay)
+            else:
+                optimizer = torch.optim.SGD(
+                    groups, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+                )
         scheduler = CosineWarmupScheduler(
             optimizer,
             warmup_epochs=warmup_steps,

@@ -154,7 +154,7 @@ CASES: dict[str, Case] = {
     ),
     "optimizer adam": Case(
         put("method.optimizer", "adam"),
-        ("method.optimizer: expected one of 'lars', 'sgd', got 'adam'",),
+        ("method.optimizer: expected one of 'lars', 'sgd', 'adamw', got 'adam'",),
     ),
     "lars_clip with sgd": Case(
         both(put("method.optimizer", "sgd"), put("method.lars_clip", True)),

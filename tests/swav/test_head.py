@@ -16,6 +16,11 @@ def test_projection_layers_and_unit_norm_output():
     torch.testing.assert_close(scores[0], z @ head.prototypes[0].weight.t())
 
 
+def test_the_input_width_is_required_outside_a_method_recipe():
+    with pytest.raises(ValueError, match="input_dim is required: the width of the backbone"):
+        SwAVHead(hidden_dim=0, output_dim=8, num_prototypes=5)
+
+
 def test_hidden_dim_zero_is_a_linear_projection():
     head = SwAVHead(input_dim=12, hidden_dim=0, output_dim=8, num_prototypes=5)
     assert isinstance(head.projection, nn.Linear)
@@ -58,6 +63,7 @@ def test_drop_prototype_grads_only_before_the_configured_step():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"input_dim": 0}, "input_dim must be positive"),
         ({"hidden_dim": -1}, "hidden_dim must be 0"),
         ({"output_dim": 0}, "output_dim must be positive"),
         ({"num_prototypes": 0}, "num_prototypes must be positive"),
@@ -67,4 +73,4 @@ def test_drop_prototype_grads_only_before_the_configured_step():
 )
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        SwAVHead(**kwargs)
+        SwAVHead(**{"input_dim": 8, **kwargs})

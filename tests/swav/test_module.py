@@ -6,10 +6,12 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from swav_plugin.host.build import build
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.registry import BACKBONES
 from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 from swav_plugin.swav import MultiCropCollate, MultiCropTransform, SwAVHead, SwAVLoss
@@ -120,9 +122,11 @@ def test_the_official_optimiser_decays_and_adapts_every_parameter(tiny_recipe):
     assert {id(p) for p in group["params"]} == {id(p) for p in method.parameters()}
 
 
-def test_sgd_can_leave_norm_and_bias_out_of_weight_decay(tiny_recipe):
+@pytest.mark.parametrize(("name", "kind"), [("sgd", torch.optim.SGD),
+                                          ("adamw", torch.optim.AdamW)])
+def test_sgd_and_adamw_can_leave_norm_and_bias_out_of_weight_decay(tiny_recipe, name, kind):
     method, _ = fit(resolved(tiny_recipe, trainer__limit_train_batches=1,
-                             method__optimizer="sgd", method__exclude_bias_norm=True))
+                             method__optimizer=name, method__exclude_bias_norm=True))
     optimizer = method.trainer.optimizers[0]
     decayed, free = optimizer.param_groups
     assert free["weight_decay"] == 0.0 and decayed["weight_decay"] > 0
@@ -130,7 +134,27 @@ def test_sgd_can_leave_norm_and_bias_out_of_weight_decay(tiny_recipe):
     assert id(method.head.projection[1].weight) in free_ids  # BatchNorm
     assert id(method.head.projection[0].bias) in free_ids
     assert id(method.head.projection[0].weight) not in free_ids
-    assert type(optimizer) is torch.optim.SGD
+    assert type(optimizer) is kind
+
+
+def test_a_left_out_head_width_is_the_backbones_and_is_stated(tiny_recipe):
+    del tiny_recipe["method"]["head"]["input_dim"]
+    recipe = resolve(tiny_recipe)
+    assert recipe["method"]["head"]["input_dim"] == 512
+    method, trainer = fit(resolved(recipe, trainer__limit_train_batches=1))
+    assert method.head.input_dim == 512 and trainer.global_step == 1
+    assert resolved(tiny_recipe, method__head__input_dim=None) == recipe
+
+
+def test_a_backbone_without_num_features_needs_the_head_width(tiny_recipe):
+    BACKBONES.register("flatten_for_test")(nn.Flatten)
+    try:
+        with pytest.raises(ConfigError, match="method.head.input_dim is not set and the "
+                           "backbone 'flatten_for_test' has no integer num_features"):
+            resolved(tiny_recipe, method__backbone={"name": "flatten_for_test"},
+                     method__head__input_dim=None)
+    finally:
+        BACKBONES.unregister("flatten_for_test")
 
 
 def test_queue_fills_then_is_used_across_epochs(tiny_recipe):

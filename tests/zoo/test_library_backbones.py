@@ -27,10 +27,11 @@ def test_a_model_by_name_trains_a_swav_step_on_two_crop_resolutions(tiny_recipe,
     for size in (large, small):  # pooled features at both resolutions, no classifier
         assert backbone.eval()(torch.randn(2, 3, size, size)).shape == (2, width)
     recipe = resolved(
-        tiny_recipe, method__backbone=node, method__head__input_dim=width,
+        tiny_recipe, method__backbone=node, method__head__input_dim=None,
         data__dataset__image_size=large, trainer__limit_train_batches=1,
         data__transform__crops=[{"size": large, "count": 2, "scale": [0.5, 1.0]},
                                 {"size": small, "count": 2, "scale": [0.2, 0.5]}])
+    assert recipe["method"]["head"]["input_dim"] == width  # derived, and stated in the recipe
     method, trainer = fit(recipe)
     assert trainer.global_step == 1
     assert all(torch.isfinite(p).all() for p in method.backbone.parameters())
