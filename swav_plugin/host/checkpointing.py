@@ -25,7 +25,7 @@ import pickle
 import re
 import signal
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from swav_plugin.host.atomic import atomic_path, file_digest, write_atomic
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.metrics_log import RunLogger
 from swav_plugin.host.rng import rng_states, set_rng_states
 
 #: Exit status of a run that stopped on a signal after saving a checkpoint (``EX_TEMPFAIL``:
@@ -256,6 +257,17 @@ def latest_good_checkpoint(
     return None
 
 
+@contextlib.contextmanager
+def _run_log_only(trainer: pl.Trainer) -> Iterator[None]:
+    """Send what is logged inside to the run's ``metrics.csv`` alone."""
+    loggers = trainer.loggers
+    trainer.loggers = [logger for logger in loggers if isinstance(logger, RunLogger)]
+    try:
+        yield
+    finally:
+        trainer.loggers = loggers
+
+
 class Checkpoints(Checkpoint):
     """Saves ``step=N.ckpt`` periodically, at epoch ends and on preemption; keeps a rotation.
 
@@ -332,7 +344,8 @@ class Checkpoints(Checkpoint):
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not (
             last_of_epoch
         ):
-            trainer._logger_connector.update_train_step_metrics()  # see _log_epoch_row
+            with _run_log_only(trainer):  # see _log_epoch_row
+                trainer._logger_connector.update_train_step_metrics()
             self.save(trainer)
 
     @staticmethod
@@ -375,12 +388,14 @@ class Checkpoints(Checkpoint):
         and the row would lose the row for good, since the resumed run starts after it. So the
         rows are written first, the same way (the epoch row at the epoch's last step), and
         :class:`~swav_plugin.host.metrics_log.RunLogger` drops the loop's repeat of them.
+        Only the CSV gets these early rows; the trackers get each row once, from the loop.
         """
         connector = trainer._logger_connector
         loop = trainer.fit_loop.epoch_loop
         loop._batches_that_stepped -= 1
         try:
-            connector.log_metrics(connector.metrics["log"])
+            with _run_log_only(trainer):
+                connector.log_metrics(connector.metrics["log"])
         finally:
             loop._batches_that_stepped += 1
 

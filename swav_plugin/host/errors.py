@@ -6,3 +6,9 @@ class ConfigError(ValueError):
 
     Command-line tools print it without a traceback and exit with status 2.
     """
+
+
+def missing_extra(component: str, package: str, extra: str) -> ConfigError:
+    """The error for ``component`` (e.g. ``"logger 'wandb'"``) when an extra is not installed."""
+    return ConfigError(f"{component} needs the {package} package; install it with "
+                       f"pip install 'swav-plugin[{extra}]'")

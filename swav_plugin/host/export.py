@@ -33,10 +33,12 @@ from typing import Any
 
 import torch
 import torchvision
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from swav_plugin.host.atomic import atomic_path
 from swav_plugin.host.checkpointing import read_training_checkpoint
+from swav_plugin.host.classifiers import last_linear
 from swav_plugin.host.errors import ConfigError
 
 try:
@@ -86,9 +88,9 @@ def full_state_dict(model: nn.Module, weights: dict[str, Tensor]) -> dict[str, T
     for key, value in model.state_dict().items():
         if key not in full:
             full[key] = torch.zeros_like(value)
-    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    classifier = {f"{linears[-1]}.{key}" for key, _ in
-                  model.get_submodule(linears[-1]).named_parameters()} if linears else set()
+    name = last_linear(model)
+    classifier = {f"{name}.{key}" for key, _ in
+                  model.get_submodule(name).named_parameters()} if name is not None else set()
     if set(full) - set(weights) != classifier:  # more is missing than the classifier
         return None
     try:
@@ -101,8 +103,6 @@ def full_state_dict(model: nn.Module, weights: dict[str, Tensor]) -> dict[str, T
 def export(checkpoint_path: str | Path, output_dir: str | Path | None = None) -> dict[Path, str]:
     """Write the backbone of ``checkpoint_path``; returns the files written, each with the
     model it loads into (empty for the safetensors file)."""
-    from safetensors.torch import save_file
-
     path = Path(checkpoint_path)
     checkpoint = read_training_checkpoint(path)
     weights = backbone_weights(checkpoint)

@@ -139,7 +139,8 @@ def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.
         if ckpt_path.absolute().parent == own:  # resume_from starts new tracker runs
             trackers = next(c for c in trainer.callbacks if isinstance(c, Trackers))
             ids = resume[1].get(IDS_KEY, {})
-            trainer.loggers = [trainer.logger, *trackers.continue_runs(ids)]
+            trainer.loggers = [trainer.logger,
+                               *trackers.continue_runs(ids, trainer.logger.resume_step)]
         trainer.strategy.checkpoint_io.preload(*resume)  # verified once, not read again
         resume = None  # no second reference: the checkpoint is freed once Lightning restored it
     try:

@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
-from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.errors import ConfigError, missing_extra
 from swav_plugin.host.registry import LOGGERS
 
 #: Where a checkpoint keeps the trackers' run ids, by tracker name.
@@ -38,8 +38,9 @@ class Tracker(Protocol):
 
     name: str
 
-    def create(self, run_dir: Path, run_id: str | None) -> Logger:
-        """The logger, continuing run ``run_id`` when one is given."""
+    def create(self, run_dir: Path, run_id: str | None, resume_step: int) -> Logger:
+        """The logger, continuing run ``run_id`` when one is given, from the checkpoint of
+        global step ``resume_step`` (0: a new run)."""
 
     def run_id(self, logger: Logger) -> str | None:
         """The id a resumed run needs to continue ``logger``'s run (None: nothing to keep)."""
@@ -48,8 +49,11 @@ class Tracker(Protocol):
 def _require(module: str, tracker: str, extra: str, options: Mapping[str, Any],
              owned: Sequence[str]) -> None:
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"logger '{tracker}' needs the {module} package; install it with "
-                          f"pip install 'swav-plugin[{extra}]'")
+        raise missing_extra(f"logger '{tracker}'", module, extra)
+    if options.get("log_model"):
+        raise ConfigError(f"logger '{tracker}': log_model uploads the files of Lightning's "
+                          "ModelCheckpoint, and this runner writes its own (RUN/checkpoints); "
+                          "remove log_model and upload those files, or swav-export's")
     taken = [key for key in options if key in owned]
     if taken:
         raise ConfigError(f"logger '{tracker}': '{taken[0]}' is set by the runner (the run "
@@ -69,12 +73,14 @@ class TensorBoard:
 
     def __init__(self, subdir: str = "tensorboard", **options: Any) -> None:
         _require("tensorboard", self.name, "tensorboard", options,
-                 ("save_dir", "name", "version"))
+                 ("save_dir", "name", "version", "purge_step"))
         self.subdir, self.options = subdir, options
 
-    def create(self, run_dir: Path, run_id: str | None) -> Logger:
-        # version "": the same directory every time, so a resumed run appends to it
-        return TensorBoardLogger(save_dir=run_dir, name=self.subdir, version="", **self.options)
+    def create(self, run_dir: Path, run_id: str | None, resume_step: int) -> Logger:
+        # version "": the same directory every time, so a resumed run appends to it; purge_step
+        # hides the events a killed run wrote past its checkpoint, which are logged again
+        return TensorBoardLogger(save_dir=run_dir, name=self.subdir, version="",
+                                 purge_step=resume_step or None, **self.options)
 
     def run_id(self, logger: Logger) -> str | None:
         return None
@@ -105,7 +111,7 @@ class WandB:
         self.project, self.entity, self.run_name, self.mode = project, entity, run_name, mode
         self.options = options
 
-    def create(self, run_dir: Path, run_id: str | None) -> Logger:
+    def create(self, run_dir: Path, run_id: str | None, resume_step: int) -> Logger:
         run_dir.mkdir(parents=True, exist_ok=True)  # wandb refuses a save_dir that is missing
         return WandbLogger(save_dir=str(run_dir), project=self.project, entity=self.entity,
                            name=self.run_name, mode=self.mode, resume="allow",
@@ -142,7 +148,7 @@ class MLflow:
             experiment_name, tracking_uri, run_name)
         self.options = options
 
-    def create(self, run_dir: Path, run_id: str | None) -> Logger:
+    def create(self, run_dir: Path, run_id: str | None, resume_step: int) -> Logger:
         uri = self.tracking_uri
         if uri is None:
             uri = (run_dir.absolute() / "mlruns").as_uri()
@@ -157,14 +163,16 @@ class MLflow:
 
 
 def create_loggers(
-    trackers: Sequence[Tracker], run_dir: Path, ids: Mapping[str, str | None]
+    trackers: Sequence[Tracker], run_dir: Path, ids: Mapping[str, str | None],
+    resume_step: int = 0,
 ) -> list[Logger]:
-    """The trackers' loggers for ``run_dir``, continuing the runs ``ids`` names."""
+    """The trackers' loggers for ``run_dir``, continuing the runs ``ids`` names from the
+    checkpoint of ``resume_step``."""
     names = [tracker.name for tracker in trackers]
     repeated = next((name for name in names if names.count(name) > 1), None)
     if repeated:
         raise ConfigError(f"loggers: '{repeated}' is listed twice; list each logger once")
-    return [tracker.create(run_dir, ids.get(tracker.name)) for tracker in trackers]
+    return [tracker.create(run_dir, ids.get(tracker.name), resume_step) for tracker in trackers]
 
 
 class Trackers(Callback):
@@ -175,10 +183,10 @@ class Trackers(Callback):
         self.trackers, self.run_dir = list(trackers), run_dir
         self.loggers = create_loggers(self.trackers, run_dir, {})
 
-    def continue_runs(self, ids: Mapping[str, str | None]) -> list[Logger]:
-        """Loggers that continue the runs of a checkpoint's ``ids`` (they replace the new
-        ones: the trainer must be given them)."""
-        self.loggers = create_loggers(self.trackers, self.run_dir, ids)
+    def continue_runs(self, ids: Mapping[str, str | None], resume_step: int) -> list[Logger]:
+        """Loggers that continue the runs of a checkpoint's ``ids``, saved at global step
+        ``resume_step`` (they replace the new ones: the trainer must be given them)."""
+        self.loggers = create_loggers(self.trackers, self.run_dir, ids, resume_step)
         return self.loggers
 
     def on_save_checkpoint(

@@ -24,7 +24,8 @@ from typing import Any
 import torchvision
 from torch import nn
 
-from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.classifiers import last_linear
+from swav_plugin.host.errors import ConfigError, missing_extra
 from swav_plugin.host.registry import BACKBONES
 
 #: torchvision models with auxiliary classifiers, which a backbone leaves out.
@@ -47,8 +48,7 @@ def _unknown(library: str, model: str, names: list[str]) -> ConfigError:
 def timm_backbone(model: str, **kwargs: Any) -> nn.Module:
     """A timm model's pooled features (``num_classes=0``); ``kwargs`` go to ``create_model``."""
     if timm is None:
-        raise ConfigError("backbone 'timm' needs the timm package; install it with "
-                          "pip install 'swav-plugin[timm]'")
+        raise missing_extra("backbone 'timm'", "timm", "timm")
     if not timm.is_model(model):
         raise _unknown("timm", model, timm.list_models())
     network = timm.create_model(model, pretrained=False, num_classes=0, **kwargs)
@@ -67,12 +67,11 @@ def torchvision_backbone(model: str, **kwargs: Any) -> nn.Module:
     if model in AUXILIARY_CLASSIFIERS:  # their training forward returns the aux logits too
         kwargs.setdefault("aux_logits", False)
     network = torchvision.models.get_model(model, weights=None, **kwargs)
-    linears = [(name, module) for name, module in network.named_modules()
-               if isinstance(module, nn.Linear)]
-    if not linears:
+    name = last_linear(network)
+    if name is None:
         raise ConfigError(f"torchvision model '{model}' has no linear classifier to remove; "
                           "pick a classification model")
-    name, classifier = linears[-1]
+    classifier = network.get_submodule(name)
     parent = network.get_submodule(name.rpartition(".")[0])
     setattr(parent, name.rpartition(".")[2], nn.Identity())
     network.num_features = classifier.in_features

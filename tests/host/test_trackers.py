@@ -83,3 +83,24 @@ def test_options_the_runner_sets_are_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"^logger 'wandb': 'id' is set by the runner \(the run "
                        r"directory and the resumed run decide it\); remove it$"):
         trackers.WandB(id="abc")
+    with pytest.raises(ConfigError, match=r"^logger 'mlflow': log_model uploads the files of "
+                       r"Lightning's ModelCheckpoint"):
+        trackers.MLflow(log_model=True)
+
+
+def test_trackers_get_each_row_once_and_a_killed_runs_extra_steps_are_purged(
+        tiny_recipe, tmp_path):
+    out = tmp_path / "run"
+    tiny_recipe["loggers"] = [{"name": "tensorboard"}, {"name": "mlflow"}]
+    tiny_recipe["run"]["checkpoint_every_n_steps"] = 1  # each step's row is logged early
+    first = train(tiny_recipe, 1)
+    mlflow_run = first.loggers[2].run_id
+    client = MlflowClient((out / "mlruns").as_uri())
+    assert [m.step for m in client.get_metric_history(mlflow_run, "train/loss")] == [0, 1]
+    assert loss_steps(out / "tensorboard") == [0, 1]
+    # as if killed after step 2 was logged but before its checkpoint was written
+    for path in (out / "checkpoints").glob("step=000000002.ckpt*"):
+        path.unlink()
+    (out / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
+    train(tiny_recipe, 1)  # resumes from step 1 and trains step 2 again
+    assert loss_steps(out / "tensorboard") == [0, 1]  # the killed run's step 1 is purged
