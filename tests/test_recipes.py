@@ -9,7 +9,7 @@ import pytest
 
 from swav_plugin.host.resolve import load_recipe
 from swav_plugin.host.sections import launch_world_size
-from swav_plugin.swav.module import TrainingPlan
+from swav_plugin.swav.training_plan import TrainingPlan
 from tests.test_recipe_provenance import SOURCES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,18 +7,21 @@ the equipartition is taken over more samples than one batch holds; only the batc
 used. The queue is filled from ``start_epoch`` on, is used only once full (and then stays in
 use, across epoch boundaries), and receives the batch's embeddings after the codes were
 computed. It is a buffer of the module, so it moves with the model to its device; under DDP
-it is excluded from DDP's buffer broadcast (each rank keeps its own), and :class:`SwAV` saves
-the queues of all ranks in a checkpoint and gives each rank its own back on restore.
+it is excluded from DDP's buffer broadcast (each rank keeps its own). A checkpoint holds the
+queues of all ranks (:func:`gather_rank_queues`, one row per rank) and each rank takes its own
+back on restore (:func:`rank_queue_state`).
 
 - [0]: SwAV, 2020, https://arxiv.org/abs/2006.09882 (official bs-256 recipe: 3840, epoch 15)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from swav_plugin.host.registry import QUEUES
 
@@ -85,3 +88,47 @@ class SwAVQueue(nn.Module):
             self.embeddings = torch.empty_like(stored, device=self.embeddings.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._filled = int(self.filled)
+
+
+def exclude_from_ddp_broadcast(owner: nn.Module, name: str) -> None:
+    """Keep DDP from overwriting the buffers of the queue ``owner.<name>`` with rank 0's.
+
+    DDP broadcasts rank 0's buffers at wrap time and before every forward; the queues are
+    per rank (each holds its own rank's embeddings), so DDP must leave them alone.
+    """
+    buffers = owner.get_submodule(name).named_buffers()
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        owner, [f"{name}.{buffer}" for buffer, _ in buffers]
+    )
+
+
+def gather_rank_queues(
+    queue: SwAVQueue, all_gather: Callable[[Tensor], Tensor] | None
+) -> dict[str, Tensor]:
+    """The queues of every rank, stacked one row per rank, on the host.
+
+    Args:
+        queue: This rank's queue.
+        all_gather: Stacks a tensor of every rank along a new first dimension (every rank
+            must call it); ``None`` in a single process.
+
+    Returns:
+        ``embeddings`` (R, A, L, D) and ``filled`` (R,).
+    """
+    queues = {"embeddings": queue.embeddings, "filled": queue.filled}
+    if all_gather is not None:
+        queues = {k: all_gather(v) for k, v in queues.items()}
+    else:
+        queues = {k: v.unsqueeze(0) for k, v in queues.items()}
+    return {k: v.detach().cpu() for k, v in queues.items()}
+
+
+def rank_queue_state(queues: Mapping[str, Tensor], rank: int) -> dict[str, Tensor]:
+    """One rank's queue buffers out of :func:`gather_rank_queues`' rows.
+
+    A rank beyond the saved ones (the run grew since) gets an empty queue of the same shape.
+    """
+    if rank < len(queues["filled"]):
+        return {"embeddings": queues["embeddings"][rank], "filled": queues["filled"][rank]}
+    return {"embeddings": torch.zeros_like(queues["embeddings"][0]),
+            "filled": torch.zeros_like(queues["filled"][0])}

@@ -16,7 +16,7 @@ from lightly.utils.lars import LARS
 from swav_plugin.host.device_reads import DeviceReadCounter
 from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
-from swav_plugin.swav import module as swav_module
+from swav_plugin.swav import training_plan as swav_module
 
 LOG_EVERY, CHECKPOINT_EVERY, BATCHES, EPOCHS = 4, 5, 7, 2
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from swav_plugin.evaluation.features import load_pretrained
 from swav_plugin.host.build import build
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.registry import BACKBONES
@@ -176,8 +177,6 @@ def test_queue_round_trips_through_a_checkpoint(tiny_recipe, tmp_path):
     recipe = resolved(tiny_recipe, method__queue__length=64, method__queue__start_epoch=0,
                       trainer__limit_train_batches=3)
     method, trainer = fit(recipe)
-    from swav_plugin.evaluation.features import load_pretrained
-
     restored = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt").method
     torch.testing.assert_close(restored.queue.embeddings, method.queue.embeddings)
     assert restored.queue.is_full() and method.queue.is_full()
@@ -203,7 +202,7 @@ def test_start_up_checks(tiny_recipe, tmp_path, changes, message):
     assert not (tmp_path / "run" / "recipe.yaml").exists()
 
 
-def test_non_unit_norm_embeddings_are_refused():
+def test_non_unit_norm_embeddings_are_refused_at_the_first_step():
     class BadHead(torch.nn.Module):
         input_dim, output_dim, num_prototypes, freeze_prototypes_iters = 4, 4, [4], 0
 
@@ -220,10 +219,15 @@ def test_non_unit_norm_embeddings_are_refused():
         def drop_prototype_grads(self, step):
             return False
 
+    data = [([x, x.flip(0)], 0) for x in torch.randn(8, 4)]
+    loader = DataLoader(data, batch_size=8, collate_fn=MultiCropCollate())
     method = SwAV(backbone=torch.nn.Identity(), head=BadHead())
-    method._checked_batch = True
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
     with pytest.raises(ConfigError, match="SwAV needs unit-norm embeddings"):
-        method._check_unit_norm(torch.randn(8, 4) * 3)
+        trainer.fit(method, train_dataloaders=loader)
+    assert trainer.global_step == 0
 
 
 def test_usable_from_plain_python_without_the_runner():
@@ -266,8 +270,7 @@ def test_trains_with_the_batched_device_augmentation(tiny_recipe):
 def test_compiled_backbone_trains_like_the_eager_one_and_saves_plain_keys(tiny_recipe, tmp_path):
     losses = {}
     for compiled in (False, True):
-        # a narrow backbone and one crop size (one graph): compiling resnet18_cifar for two
-        # resolutions on the CPU takes minutes
+        # a narrow backbone and one crop size: one small graph to compile on the CPU
         recipe = resolved(tiny_recipe, method__compile_backbone=compiled,
                           method__backbone={"name": "resnet_small", "widths": [8, 16, 32],
                                             "blocks": [1, 1, 1]},

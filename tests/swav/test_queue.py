@@ -1,7 +1,16 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from swav_plugin.swav.queue import SwAVQueue
+from swav_plugin.swav.head import SwAVHead
+from swav_plugin.swav.module import SwAV
+from swav_plugin.swav.queue import (
+    SwAVQueue,
+    exclude_from_ddp_broadcast,
+    gather_rank_queues,
+    rank_queue_state,
+)
 
 
 def filled_queue(length=6, batch=2, pushes=3, dim=4):
@@ -66,11 +75,6 @@ def test_invalid_arguments(kwargs, message):
 
 
 def test_each_rank_restores_its_own_row_of_the_saved_queues():
-    from types import SimpleNamespace
-
-    from swav_plugin.swav.head import SwAVHead
-    from swav_plugin.swav.module import SwAV
-
     method = SwAV(backbone=torch.nn.Flatten(), head=SwAVHead(input_dim=4, hidden_dim=0,
                                                              output_dim=4, num_prototypes=3),
                   queue=SwAVQueue(length=4, start_epoch=0))
@@ -86,3 +90,36 @@ def test_each_rank_restores_its_own_row_of_the_saved_queues():
         assert torch.equal(method.queue.embeddings, expected)
         assert int(method.queue.filled) == expected_filled
         assert method.queue.is_full() == (expected_filled == 2)
+
+
+def test_one_process_saves_its_queue_as_the_only_row_on_the_host():
+    queue, _ = filled_queue(length=6, batch=2, pushes=2)
+    saved = gather_rank_queues(queue, None)
+    assert saved["embeddings"].shape == (1, 2, 6, 4) and saved["filled"].tolist() == [4]
+    torch.testing.assert_close(saved["embeddings"][0], queue.embeddings)
+    assert not saved["embeddings"].requires_grad and saved["embeddings"].device.type == "cpu"
+
+
+def test_gathered_rows_are_each_ranks_queue_and_each_rank_gets_its_own_back():
+    ranks = [filled_queue(length=6, batch=2, pushes=pushes)[0] for pushes in (3, 1)]
+    # stands in for LightningModule.all_gather on rank 0, stacking every rank's tensor
+    stacks = {id(ranks[0].embeddings): torch.stack([q.embeddings for q in ranks]),
+              id(ranks[0].filled): torch.stack([q.filled for q in ranks])}
+    saved = gather_rank_queues(ranks[0], lambda t: stacks[id(t)])
+    assert saved["filled"].tolist() == [6, 2]
+    for rank, queue in enumerate(ranks):
+        state = rank_queue_state(saved, rank)
+        assert list(state) == ["embeddings", "filled"]
+        torch.testing.assert_close(state["embeddings"], queue.embeddings)
+        assert int(state["filled"]) == int(queue.filled)
+    beyond = rank_queue_state(saved, 2)  # the run grew beyond the saved ranks
+    assert beyond["embeddings"].shape == (2, 6, 4) and not beyond["embeddings"].any()
+    assert int(beyond["filled"]) == 0
+
+
+def test_the_queue_buffers_are_left_out_of_ddps_broadcast():
+    owner = torch.nn.Module()
+    owner.queue = SwAVQueue(length=4)
+    owner.linear = torch.nn.Linear(2, 2)
+    exclude_from_ddp_broadcast(owner, "queue")
+    assert set(owner._ddp_params_and_buffers_to_ignore) == {"queue.embeddings", "queue.filled"}
