@@ -24,7 +24,7 @@ from swav_plugin.evaluation.features import (
 )
 from swav_plugin.evaluation.supervised import ValidatedClassifier, train_transform
 from swav_plugin.host.atomic import save_json_atomic
-from swav_plugin.host.data import TransformedDataset
+from swav_plugin.host.dataset_views import TransformedDataset
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.recipe import build_component
 

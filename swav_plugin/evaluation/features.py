@@ -33,11 +33,8 @@ from swav_plugin.evaluation.cache import FeatureCache, cache_key
 from swav_plugin.evaluation.label_subsets import labels_of
 from swav_plugin.evaluation.weights import read_tensors, weights_from
 from swav_plugin.host.atomic import file_digest
-from swav_plugin.host.checkpointing import (
-    NotACheckpoint,
-    foreign_content,
-)
-from swav_plugin.host.data import TransformedDataset
+from swav_plugin.host.checkpoint_files import NotACheckpoint
+from swav_plugin.host.dataset_views import TransformedDataset
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import (
@@ -48,6 +45,7 @@ from swav_plugin.host.recipe import (
     type_hints,
 )
 from swav_plugin.host.registry import DATASETS
+from swav_plugin.host.training_checkpoint import foreign_content
 from swav_plugin.zoo.datasets import image_folder
 
 
@@ -335,8 +333,9 @@ def extract_features(
     desc: str = "features",
 ) -> tuple[Tensor, Tensor]:
     """Run ``model`` over ``dataset`` in eval mode; return float32 features and labels."""
-    loader = DataLoader(
-        TransformedDataset(dataset, transform), batch_size=batch_size, num_workers=num_workers
+    loader = DataLoader(  # its own generator: extraction leaves the global ones untouched
+        TransformedDataset(dataset, transform), batch_size=batch_size, num_workers=num_workers,
+        generator=torch.Generator(),
     )
     device = torch.device(device)
     model = model.to(device).eval()

@@ -10,18 +10,16 @@
 
 Every ``every_n_epochs`` epochs the backbone's features of (a fixed subset of) the training data
 set form the bank, those of ``dataset`` the queries, and the weighted kNN top-1 is logged as
-``monitor/knn_top1`` (CSV / TensorBoard). It runs on rank 0 in eval mode without gradients and
-restores the training mode and every random number generator afterwards, so a run with the
-monitor trains exactly like one without it.
+``monitor/knn_top1`` (``metrics.csv`` and the recipe's loggers). It runs on rank 0 in eval mode
+without gradients, draws only from generators of its own and restores the training mode
+afterwards, so a run with the monitor trains exactly like one without it.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -29,23 +27,7 @@ from torch.utils.data import Dataset, Subset
 
 from swav_plugin.evaluation.features import extract_features
 from swav_plugin.evaluation.knn import knn_accuracy
-from swav_plugin.host.registry import CALLBACKS
-
-
-class _PreservedRandomness:
-    """Saves every RNG state on entry and puts it back on exit."""
-
-    def __enter__(self) -> None:
-        self.states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-                       torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-
-    def __exit__(self, *exc: object) -> None:
-        python, numpy_state, torch_state, cuda = self.states
-        random.setstate(python)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
+from swav_plugin.host.registry import CALLBACKS, DATASETS, TRANSFORMS
 
 
 @CALLBACKS.register("knn_monitor")
@@ -64,8 +46,8 @@ class KNNMonitor(Callback):
 
     def __init__(
         self,
-        dataset: Dataset,
-        transform: Callable[[Any], Any],
+        dataset: Annotated[Dataset, DATASETS],
+        transform: Annotated[Callable[[Any], Any], TRANSFORMS],
         every_n_epochs: int = 5,
         k: int = 20,
         temperature: float = 0.07,
@@ -96,11 +78,10 @@ class KNNMonitor(Callback):
             return
         backbone = pl_module.backbone
         was_training = backbone.training
-        with _PreservedRandomness():
-            bank = extract_features(backbone, self._bank(trainer), self.transform,
-                                    self.batch_size, device=pl_module.device, desc="monitor bank")
-            queries = extract_features(backbone, self.queries, self.transform, self.batch_size,
-                                       device=pl_module.device, desc="monitor queries")
+        bank = extract_features(backbone, self._bank(trainer), self.transform,
+                                self.batch_size, device=pl_module.device, desc="monitor bank")
+        queries = extract_features(backbone, self.queries, self.transform, self.batch_size,
+                                   device=pl_module.device, desc="monitor queries")
         backbone.train(was_training)
         top1 = knn_accuracy(*bank, *queries, ks=[self.k], temperature=self.temperature,
                             device=pl_module.device)[self.k]["top1"]

@@ -25,16 +25,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from swav_plugin.host.checkpointing import is_safetensors, read_checkpoint
+from swav_plugin.host.checkpoint_files import is_safetensors, read_checkpoint
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import build_component, resolve_component
 from swav_plugin.host.registry import BACKBONES
+from swav_plugin.host.rng import seeded
 from swav_plugin.swav.head import SwAVHead
 
 #: Keys under which training scripts of other frameworks keep the state dict.
@@ -177,8 +177,8 @@ def weights_from(
         raise ConfigError(f"'{path}' {exc}") from None
     backbone_state, head_state = backbone_and_head(state)
     node = backbone_node(arch, metadata, path)
-    torch.manual_seed(seed)
-    backbone = build_component(node, "backbone")
+    with seeded(seed):  # the random initialisation of a baseline, repeatable
+        backbone = build_component(node, "backbone")
     head = official_head(head_state) if head_state else None
     if not random_init:
         load_into(backbone, backbone_state, f"backbone '{node['name']}' ('{path}')")

@@ -1,7 +1,7 @@
 """Build the method, the data module and the trainer of a resolved recipe, writing nothing.
 
-The runner's callbacks (checkpoints, the recipe in every checkpoint, data wait, the
-non-finite guard, the progress bar) come first, then the recipe's own.
+The runner's callbacks (checkpoints, preemption, the recipe in every checkpoint, data wait,
+the non-finite guard, the progress bar) come first, then the recipe's own.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback
 
 from swav_plugin.host.atomic import save_yaml_atomic
-from swav_plugin.host.checkpointing import Checkpoints, VerifiedCheckpointIO
+from swav_plugin.host.checkpoint_io import VerifiedCheckpointIO
+from swav_plugin.host.checkpoints import Checkpoints
 from swav_plugin.host.data import DataModule
 from swav_plugin.host.data_wait import DataWaitMonitor
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.health import NonFiniteGuard
+from swav_plugin.host.lightning_internals import check_internals
 from swav_plugin.host.metrics_log import RunLogger
+from swav_plugin.host.preemption import Preemption
 from swav_plugin.host.progress import LoggingStepProgressBar
 from swav_plugin.host.recipe import build_component, call_with_kwargs
 from swav_plugin.host.sections import GROUP_SIZE_KEY, RunOptions, launch_world_size
@@ -78,16 +81,14 @@ def build(
     A method's ``check_launch(datamodule, trainer_section, world_size)``, if it has one, runs
     before the Trainer is built, with ``planned_world_size`` (a dry run's launch) or the
     recipe's ``devices × num_nodes`` (``None`` when not stated as numbers): a recipe that
-    cannot run is refused before Lightning starts or anything is written.
+    cannot run is refused before Lightning starts or anything is written. The method may
+    plan with that world size (a dry run's one device stands in for the launch).
     """
     options = RunOptions(**recipe["run"])
     if options.seed is not None:
         pl.seed_everything(options.seed, workers=True, verbose=False)
     method = build_component(recipe["method"], "method")
-    data = call_with_kwargs(DataModule, recipe["data"], "data")
-    data.seed = options.seed
-    if planned_world_size is not None and hasattr(method, "planned_world_size"):
-        method.planned_world_size = planned_world_size
+    data = call_with_kwargs(DataModule, {**recipe["data"], "seed": options.seed}, "data")
     check_launch = getattr(method, "check_launch", None)
     if callable(check_launch):
         world_size = planned_world_size or launch_world_size(recipe["trainer"])
@@ -101,8 +102,8 @@ def build(
     checkpoints = Checkpoints(
         out / "checkpoints", options.checkpoint_every_n_steps, options.keep_checkpoints
     )
-    callbacks = [checkpoints, RecipeCallback(recipe, out), DataWaitMonitor(),
-                 NonFiniteGuard(options.max_nonfinite_steps), trackers]
+    callbacks = [checkpoints, Preemption(checkpoints), RecipeCallback(recipe, out),
+                 DataWaitMonitor(), NonFiniteGuard(options.max_nonfinite_steps), trackers]
     if recipe["trainer"].get("enable_progress_bar", True):
         # before the recipe's callbacks: its redraw at a batch's start belongs to the
         # logging step before it
@@ -129,4 +130,5 @@ def build(
             f"strategy={section.get('strategy', 'auto')!r} need a package that is not "
             f"installed ({exc}); install it or choose another accelerator / strategy"
         ) from exc
+    check_internals(trainer)
     return method, data, trainer

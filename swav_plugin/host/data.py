@@ -9,6 +9,9 @@ that can hand over its images still encoded (an ``encoded()`` method, such as im
 has its workers read only the files' bytes; the training process decodes each batch on the
 training device before the copy (nvJPEG on a GPU).
 
+The collates of ``gpu`` are in :mod:`.batch_collate`, the views of the data set in
+:mod:`.dataset_views`, the loader's clock of the data wait in :mod:`.timed_loader`.
+
 Either way the order and the augmentation are seeded per sample (:mod:`.sampling`), and the
 DataModule's state in a checkpoint says where in which epoch the run stopped, so that a resumed
 run continues with exactly the batches an uninterrupted one would have seen.
@@ -19,162 +22,29 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
+from swav_plugin.host.batch_collate import (
+    BatchAugmentation,
+    DrawingCollate,
+    EncodedCollate,
+    EncodedDataset,
+    PreparedCollate,
+    collate_in_memory,
+)
+from swav_plugin.host.dataset_views import InMemoryImages, TransformedDataset
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.sampling import Draw, ResumableSampler, seeded_call
-
-
-class BatchAugmentation(Protocol):
-    """What a transform's ``batch_augmentation()`` returns, for ``data.augment: gpu``."""
-
-    def prepare(self, image: Any) -> Tensor:
-        """One image as a (3, h, w) ``uint8`` tensor of :meth:`prepared_size` (CPU, in the
-        workers)."""
-
-    def prepared_size(self, height: Tensor, width: Tensor) -> tuple[Tensor, Tensor]:
-        """The size :meth:`prepare` gives images of ``height × width``."""
-
-    def stack(self, images: Sequence[Tensor]) -> Tensor:
-        """Images of :meth:`prepared_size` (a size each) as the one ``uint8`` batch that
-        :meth:`__call__` takes."""
-
-    def draw(self, batch: int, height: int | Tensor, width: int | Tensor,
-             generator: torch.Generator) -> Any:
-        """The random draws of a batch's augmentation, for images of one size or of a size
-        each (CPU, in the workers)."""
-
-    def __call__(self, images: Tensor, draws: Any) -> Any:
-        """The augmented batch of a ``uint8`` (B, 3, H, W) batch and its draws, on its device."""
-
-
-class EncodedDataset(Protocol):
-    """What a data set's ``encoded()`` returns, for ``data.augment: gpu``: samples whose
-    images are still encoded files, decoded in the training process on the training device
-    (such as :class:`~swav_plugin.zoo.images.EncodedImageFolder`)."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        """``(encoded image, label)``."""
-
-    def image_size(self, image: Any) -> tuple[int, int]:
-        """An encoded image's ``(height, width)``."""
-
-    def collate(self, images: Sequence[Any], heights: Tensor, widths: Tensor) -> Any:
-        """A batch's encoded images in one object, to be resized to ``heights × widths``."""
-
-    def decode(self, batch: Any, device: torch.device) -> list[Tensor]:
-        """The images of a batch of :meth:`collate` decoded on ``device``, each a ``uint8``
-        (3, h, w) tensor resized to its size."""
-
-
-class SizedBatch(NamedTuple):
-    """A collated batch with the size of each of its images, for the draws."""
-
-    images: Any
-    labels: Tensor
-    seeds: Tensor
-    height: int | Tensor
-    width: int | Tensor
-
-
-class DrawingCollate:
-    """For ``data.augment: gpu``: samples → ``(images, labels, draws)``.
-
-    ``collate`` makes a :class:`SizedBatch` of the samples; the draws are made where the
-    batch is made (a DataLoader worker), with a generator seeded by the batch's first sample,
-    so that they depend only on the run seed, the epoch and the batch's samples, like the
-    per-image augmentation.
-    """
-
-    def __init__(
-        self, collate: Callable[[Any], SizedBatch], augmentation: BatchAugmentation
-    ) -> None:
-        self.collate = collate
-        self.augmentation = augmentation
-
-    def __call__(self, samples: Any) -> tuple[Any, Tensor, Any]:
-        batch = self.collate(samples)
-        generator = torch.Generator().manual_seed(int(batch.seeds[0]))
-        draws = self.augmentation.draw(len(batch.labels), batch.height, batch.width, generator)
-        return batch.images, batch.labels, draws
-
-
-def _collate_in_memory(batch: tuple[Tensor, ...]) -> SizedBatch:
-    """:class:`InMemoryImages` already made the batch: images of one size."""
-    images, labels, seeds = batch
-    return SizedBatch(images, labels, seeds, images.shape[2], images.shape[3])
-
-
-class PreparedCollate:
-    """Prepared images of a size each, in the augmentation's batch (its ``stack``)."""
-
-    def __init__(self, augmentation: BatchAugmentation) -> None:
-        self.augmentation = augmentation
-
-    def __call__(self, samples: Sequence[tuple[Tensor, Any, int]]) -> SizedBatch:
-        images, labels, seeds = zip(*samples, strict=True)
-        return SizedBatch(self.augmentation.stack(images), default_collate(labels),
-                     torch.tensor(seeds), torch.tensor([image.shape[1] for image in images]),
-                     torch.tensor([image.shape[2] for image in images]))
-
-
-class EncodedCollate:
-    """Encoded samples in one batch of their data set's (:meth:`EncodedDataset.collate`),
-    with the sizes the augmentation resizes them to."""
-
-    def __init__(self, dataset: EncodedDataset, augmentation: BatchAugmentation) -> None:
-        self.dataset = dataset
-        self.augmentation = augmentation
-
-    def __call__(self, samples: Sequence[tuple[Any, Any, int]]) -> SizedBatch:
-        images, labels, seeds = zip(*samples, strict=True)
-        sizes = torch.tensor([self.dataset.image_size(image) for image in images])
-        height, width = self.augmentation.prepared_size(sizes[:, 0], sizes[:, 1])
-        return SizedBatch(self.dataset.collate(images, height, width), default_collate(labels),
-                     torch.tensor(seeds), height, width)
-
-
-class InMemoryImages(Dataset):
-    """A data set's ``uint8`` images held as one (N, 3, H, W) tensor, fetched a batch at a time.
-
-    For data sets exposing ``images`` (N, H, W, 3) ``uint8`` and ``labels`` (CIFAR, STL-10,
-    digits): a batch is one indexing operation, with no PIL image and no per-sample Python.
-    Fetched with :class:`Draw`\\ s, a batch is ``(images, labels, seeds)``.
-    """
-
-    def __init__(self, images: Any, labels: Any) -> None:
-        pixels = np.asarray(images)
-        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
-            raise ConfigError(
-                f"in-memory images must be uint8 (N, H, W, 3), got {pixels.dtype} "
-                f"{pixels.shape}; use data.augment: cpu for this data set"
-            )
-        self.images = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitems__(self, keys: Sequence[int | Draw]) -> tuple[Tensor, ...]:
-        if keys and isinstance(keys[0], Draw):
-            index = torch.as_tensor([draw.index for draw in keys])
-            seeds = torch.as_tensor([draw.seed for draw in keys])
-            return self.images[index], self.labels[index], seeds
-        index = torch.as_tensor(keys)
-        return self.images[index], self.labels[index]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
+from swav_plugin.host.lightning_internals import batches_done, epochs_done
+from swav_plugin.host.registry import COLLATES, DATASETS, TRANSFORMS
+from swav_plugin.host.sampling import ResumableSampler
+from swav_plugin.host.timed_loader import TimedDataLoader
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -188,63 +58,6 @@ def _ignore_stop_signals(worker_id: int) -> None:
     for name in ("SIGTERM", "SIGUSR1"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
-class TransformedDataset(Dataset):
-    """Applies ``transform`` to the image of each ``(image, label)`` sample of ``dataset``.
-
-    Fetched with a :class:`Draw`, the transform runs seeded by the draw's seed, and with
-    ``with_seed`` the sample is ``(image, label, seed)``.
-    """
-
-    def __init__(
-        self, dataset: Dataset, transform: Callable[[Any], Any] | None, with_seed: bool = False
-    ) -> None:
-        self.dataset = dataset
-        self.transform = transform
-        self.with_seed = with_seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: int | Draw) -> tuple[Any, ...]:
-        draw = key if isinstance(key, Draw) else None
-        image, label = self.dataset[draw.index if draw else key]
-        if self.transform is not None:
-            image = seeded_call(draw.seed, self.transform, image) if draw else self.transform(image)
-        if self.with_seed and draw:
-            return image, label, draw.seed
-        return image, label
-
-
-class TimedDataLoader(DataLoader):
-    """A DataLoader whose iterators add the time they spend producing batches to
-    ``clock[0]``: the time training waits for the loader (workers or main process)."""
-
-    def __init__(self, *args: Any, clock: list[float], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.clock = clock  # an argument, so that a loader Lightning rebuilds keeps it
-
-    def __iter__(self) -> Iterator[Any]:
-        return _TimedIterator(super().__iter__(), self.clock)
-
-
-class _TimedIterator:
-    def __init__(self, iterator: Iterator[Any], clock: list[float]) -> None:
-        self._iterator, self._clock = iterator, clock
-
-    def __iter__(self) -> _TimedIterator:
-        return self
-
-    def __next__(self) -> Any:
-        start = time.perf_counter()
-        try:
-            return next(self._iterator)
-        finally:
-            self._clock[0] += time.perf_counter() - start
-
-    def __len__(self) -> int:
-        return len(self._iterator)
 
 
 class DataModule(pl.LightningDataModule):
@@ -267,12 +80,13 @@ class DataModule(pl.LightningDataModule):
             batch_augmentation()`` applies them on the training device (the GPU; on a CPU
             run, batched on the CPU); ``collate`` is then not used. Images not held in
             memory keep their whole area (at the augmentation's ``prepared_size``); a data
-            set with ``encoded()`` (:class:`EncodedDataset`) is decoded on the training
-            device, in the training process.
+            set with ``encoded()`` (:class:`~.batch_collate.EncodedDataset`) is decoded on
+            the training device, in the training process.
+        seed: The seed of the order and the augmentation; the runner passes ``run.seed``
+            (a recipe's data section cannot set it). ``None``: drawn at random when the first
+            loader is made, and kept in checkpoints.
 
     Attributes:
-        seed: The run's seed for the order and the augmentation (the runner sets ``run.seed``);
-            ``None``: drawn at random when the first loader is made (and kept in checkpoints).
         data_seconds: Host time spent producing training batches so far: in the loader's
             ``__next__`` and launching the device's share (``augment: gpu``, or the
             normalisation of ``uint8`` images) (see
@@ -281,14 +95,15 @@ class DataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        dataset: Dataset,
-        transform: Callable[[Any], Any] | None = None,
-        collate: Callable[[list[Any]], Any] | None = None,
+        dataset: Annotated[Dataset, DATASETS],
+        transform: Annotated[Callable[[Any], Any], TRANSFORMS] | None = None,
+        collate: Annotated[Callable[[list[Any]], Any], COLLATES] | None = None,
         batch_size: int = 256,
         num_workers: int = 4,
         pin_memory: bool = True,
         drop_last: bool = True,
         augment: Literal["cpu", "gpu"] = "cpu",
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -324,12 +139,13 @@ class DataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.drop_last = drop_last
-        self.seed: int | None = None
+        self.seed = seed
         self._start = (0, 0)  # (epoch, batches done) the next loader starts at
         self._clock = [0.0]
 
     @property
     def data_seconds(self) -> float:
+        """Host time spent producing training batches so far (see the class's attributes)."""
         return self._clock[0]
 
     def train_dataloader(self) -> DataLoader:
@@ -339,7 +155,7 @@ class DataModule(pl.LightningDataModule):
         if augmentation is not None:
             if hasattr(self.dataset, "images") and hasattr(self.dataset, "labels"):
                 dataset = InMemoryImages(self.dataset.images, self.dataset.labels)
-                collate = DrawingCollate(_collate_in_memory, augmentation)
+                collate = DrawingCollate(collate_in_memory, augmentation)
             elif self._encoded is not None:
                 dataset = TransformedDataset(self._encoded, None, True)
                 collate = DrawingCollate(EncodedCollate(self._encoded, augmentation),
@@ -377,8 +193,8 @@ class DataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is not None:
             epoch = trainer.current_epoch
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            ended = trainer.fit_loop.epoch_progress.current.processed > epoch
+            done = batches_done(trainer)
+            ended = epochs_done(trainer) > epoch
             if ended or done >= trainer.num_training_batches:  # the next epoch, from its start
                 epoch, done = epoch + 1, 0
         return {"seed": self.seed, "epoch": epoch, "batches_done": done}

@@ -6,9 +6,9 @@ the transform's crops, and runs ``--steps`` optimizer steps on one device of wha
 present. It prints the shapes of every batch tensor, the time and peak memory of each step and
 the loss, and writes nothing into the recipe's run directory.
 
-The launch's world size (``trainer.devices × trainer.num_nodes``) is handed to a method that
-declares a ``planned_world_size`` attribute, so that its start-up checks and learning-rate
-scaling are those of the real launch even though the rehearsal runs on one device.
+The launch's world size (``trainer.devices × trainer.num_nodes``) is handed to the method's
+``check_launch``, so that its start-up checks and learning-rate scaling are those of the real
+launch even though the rehearsal runs on one device.
 """
 
 from __future__ import annotations
@@ -23,17 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from pytorch_lightning.callbacks import Callback
-from torch.utils.data import Dataset
 
 from swav_plugin.host.build import build
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.random_images import RANDOM_IMAGES
 from swav_plugin.host.recipe import build_component, resolve_component
-from swav_plugin.host.registry import DATASETS
 from swav_plugin.host.sections import launch_world_size
 
 #: Reduced precisions a CPU rehearsal replaces with fp32: fp16 does not run there and bf16 is
@@ -41,27 +38,6 @@ from swav_plugin.host.sections import launch_world_size
 #: rehearsal checks shapes, memory and the launch; mixed precision is checked on the GPU.
 _CPU_PRECISION = {p: "32" for p in ("16-mixed", "16", "16-true", "bf16-mixed", "bf16",
                                     "bf16-true")}
-
-
-@DATASETS.register("random_images")
-class RandomImages(Dataset):
-    """``num_samples`` RGB images of uniform random pixels (label 0), reproducible by ``seed``."""
-
-    def __init__(self, num_samples: int = 64, size: int = 224, seed: int = 0) -> None:
-        if num_samples < 1 or size < 1:
-            raise ValueError(f"num_samples and size must be positive, got {num_samples}, {size}")
-        self.num_samples = num_samples
-        self.size = size
-        self.seed = seed
-        self.classes = ["random"]
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        rng = np.random.default_rng((self.seed, index))
-        pixels = rng.integers(0, 256, size=(self.size, self.size, 3), dtype=np.uint8)
-        return Image.fromarray(pixels), 0
 
 
 def describe_batch(batch: Any) -> str:
@@ -146,7 +122,7 @@ def rehearsal_recipe(recipe: dict[str, Any], steps: int, output_dir: str) -> dic
     transform = build_component(data["transform"], "transform") if data.get("transform") else None
     sizes = getattr(transform, "crop_sizes", None) or [224]
     # A little larger than the largest crop, so that random resized crops really crop.
-    node = {"name": "random_images", "num_samples": data["batch_size"] * steps,
+    node = {"name": RANDOM_IMAGES, "num_samples": data["batch_size"] * steps,
             "size": math.ceil(max(sizes) * 1.15)}
     data["dataset"] = resolve_component(node, "dataset", "data.dataset")
     data["num_workers"] = 0

@@ -37,9 +37,9 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from swav_plugin.host.atomic import atomic_path
-from swav_plugin.host.checkpointing import read_training_checkpoint
 from swav_plugin.host.classifiers import last_linear
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.training_checkpoint import read_training_checkpoint
 
 try:
     import timm

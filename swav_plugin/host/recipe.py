@@ -7,13 +7,14 @@ A recipe has four sections::
     trainer: {max_epochs: 20, accelerator: auto, precision: 32}                  # pl.Trainer kwargs
     run:     {output_dir: runs/demo, seed: 0}
 
-A *component node* is a registered name or a mapping ``{name: ..., **kwargs}``. An argument
-whose parameter name is a registry kind (``backbone``, ``head``, ``loss``, ...) is itself a
-component node of that kind. Every key is checked against the factory's signature and type
-hints before anything is built, and :func:`swav_plugin.host.resolve.resolve` fills in the
-defaults so that the saved recipe states every value the run used. A factory with a
-classmethod ``derive_kwargs(kwargs, path)`` then fills in what it derives from its other
-arguments (e.g. a head's input width from its backbone), so that those are stated too.
+A *component node* is a registered name or a mapping ``{name: ..., **kwargs}``. A parameter
+annotated with a registry, ``backbone: Annotated[nn.Module, BACKBONES]``, takes a component
+node of that registry's kind, which is built before the factory is called. Every key is
+checked against the factory's signature and type hints before anything is built, and
+:func:`swav_plugin.host.resolve.resolve` fills in the defaults so that the saved recipe states
+every value the run used. A factory with a classmethod ``derive_kwargs(kwargs, path)`` then
+fills in what it derives from its other arguments (e.g. a head's input width from its
+backbone), so that those are stated too.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.registry import REGISTRIES
+from swav_plugin.host.registry import REGISTRIES, Registry
 
 SECTIONS = ("method", "data", "trainer", "run", "callbacks", "loggers")
 
@@ -141,11 +142,12 @@ def resolve_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path:
     hints = type_hints(factory)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     resolved: dict[str, Any] = {}
+    kinds = component_kinds(factory)
     for key, value in kwargs.items():
         if key not in params and not accepts_any:
             raise ConfigError(unknown_key_message(path, key, list(params), _describe(factory)))
-        if key in REGISTRIES and value is not None:
-            resolved[key] = resolve_component(value, key, f"{path}.{key}")
+        if key in kinds and value is not None:
+            resolved[key] = resolve_component(value, kinds[key], f"{path}.{key}")
         else:
             value = _coerce_number(value, hints.get(key, Any))
             check_type(value, hints.get(key, Any), f"{path}.{key}")
@@ -155,8 +157,8 @@ def resolve_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path:
             continue
         if param.default is param.empty:
             raise ConfigError(f"{path}: missing required key '{key}' of {_describe(factory)}")
-        if key in REGISTRIES and param.default is not None:
-            resolved[key] = resolve_component(param.default, key, f"{path}.{key}")
+        if key in kinds and param.default is not None:
+            resolved[key] = resolve_component(param.default, kinds[key], f"{path}.{key}")
         elif _is_plain(param.default):
             resolved[key] = _to_plain(param.default)
     derive = getattr(factory, "derive_kwargs", None)
@@ -173,9 +175,10 @@ def build_component(node: Mapping[str, Any], kind: str, path: str | None = None)
 
 def call_with_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path: str) -> Any:
     """Call ``factory`` with resolved kwargs, building nested component nodes first."""
+    kinds = component_kinds(factory)
     built = {
-        key: build_component(value, key, f"{path}.{key}")
-        if key in REGISTRIES and isinstance(value, Mapping)
+        key: build_component(value, kinds[key], f"{path}.{key}")
+        if key in kinds and isinstance(value, Mapping)
         else value
         for key, value in kwargs.items()
     }
@@ -201,13 +204,33 @@ def _parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if p.kind is not p.VAR_POSITIONAL}
 
 
-def type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
-    """The resolved type hints of a component's constructor (``{}`` when they cannot be)."""
+def type_hints(factory: Callable[..., Any], extras: bool = False) -> dict[str, Any]:
+    """The resolved type hints of a component's constructor (``{}`` when they cannot be);
+    with ``extras``, ``Annotated`` hints keep their metadata."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=extras)
     except (NameError, TypeError):  # unresolvable forward references: check nothing, not guess
         return {}
+
+
+def component_kinds(factory: Callable[..., Any]) -> dict[str, str]:
+    """The parameters of ``factory`` annotated with a registry (``Annotated[T, REGISTRY]``,
+    optional or not), each with its registry's kind."""
+    kinds = {}
+    for key, hint in type_hints(factory, extras=True).items():
+        registry = _registry_in(hint)
+        if registry is not None:
+            kinds[key] = registry.kind
+    return kinds
+
+
+def _registry_in(hint: Any) -> Registry | None:
+    if typing.get_origin(hint) is Annotated:
+        return next((m for m in hint.__metadata__ if isinstance(m, Registry)), None)
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return next(filter(None, map(_registry_in, typing.get_args(hint))), None)
+    return None
 
 
 def _describe(factory: Callable[..., Any]) -> str:

@@ -101,8 +101,9 @@ DATASETS = Registry("dataset")
 CALLBACKS = Registry("callback")  # Lightning callbacks a recipe lists under `callbacks`
 LOGGERS = Registry("logger")  # experiment trackers a recipe lists under `loggers`
 
-#: Registries by kind. A recipe argument whose parameter name is one of these kinds is a
-#: component node (``{name: ..., **kwargs}`` or just a name) built from that registry.
+#: Registries by kind. A constructor parameter annotated with one of them,
+#: ``Annotated[nn.Module, BACKBONES]``, takes a component node (``{name: ..., **kwargs}`` or
+#: just a name) that is built from that registry (see :mod:`.recipe`).
 REGISTRIES: dict[str, Registry] = {
     r.kind: r
     for r in (METHODS, BACKBONES, HEADS, LOSSES, QUEUES, TRANSFORMS, COLLATES, DATASETS, CALLBACKS,

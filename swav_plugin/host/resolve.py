@@ -31,7 +31,7 @@ def resolve(recipe: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("recipe has no 'method' section; add e.g. 'method: swav'")
     return {
         "method": resolve_component(recipe["method"], "method", "method"),
-        "data": resolve_kwargs(DataModule, _section(recipe, "data"), "data"),
+        "data": _resolve_data(_section(recipe, "data")),
         "trainer": check_trainer_section(_section(recipe, "trainer")),
         "run": resolve_kwargs(RunOptions, _section(recipe, "run"), "run"),
         "callbacks": [
@@ -43,6 +43,14 @@ def resolve(recipe: Mapping[str, Any]) -> dict[str, Any]:
             for i, node in enumerate(_list_section(recipe, "loggers"))
         ],
     }
+
+
+def _resolve_data(section: Mapping[str, Any]) -> dict[str, Any]:
+    if "seed" in section:
+        raise ConfigError("data.seed: the data is seeded by run.seed; set run.seed instead")
+    resolved = resolve_kwargs(DataModule, section, "data")
+    del resolved["seed"]  # the runner passes run.seed to the DataModule
+    return resolved
 
 
 def _list_section(recipe: Mapping[str, Any], name: str) -> list[Any]:

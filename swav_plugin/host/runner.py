@@ -26,9 +26,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from swav_plugin.host.build import build
-from swav_plugin.host.checkpointing import (
+from swav_plugin.host.checkpoint_files import (
     LAST,
-    PREEMPTED_EXIT,
     latest_good_checkpoint,
     read_checkpoint,
     step_checkpoints,
@@ -37,6 +36,7 @@ from swav_plugin.host.dry_run import StepRecord, dry_run
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.health import TrainingStopped
 from swav_plugin.host.plugins import load_plugins
+from swav_plugin.host.preemption import PREEMPTED_EXIT, was_preempted
 from swav_plugin.host.registry import REGISTRIES
 from swav_plugin.host.resolve import load_recipe
 from swav_plugin.host.sections import RunOptions
@@ -122,8 +122,8 @@ def resume_point(recipe: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
 def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train the method of a resolved recipe, resuming its run when it has checkpoints.
 
-    Returns the trainer; ``trainer.checkpoint_callback.preempted`` tells whether it stopped on
-    a signal (after saving a checkpoint).
+    Returns the trainer; :func:`~swav_plugin.host.preemption.was_preempted` tells whether it
+    stopped on a signal (after saving a checkpoint).
     """
     created = Path(recipe["run"]["output_dir"]).absolute()
     while not created.parent.exists():
@@ -156,7 +156,7 @@ def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.
             _remove_empty_dirs(created)
         raise
     except SIGTERMException:
-        if not trainer.checkpoint_callback.preempted:
+        if not was_preempted(trainer):
             raise SystemExit(128 + signal.SIGTERM) from None  # stopped without a checkpoint
     skipped = getattr(data.dataset, "skipped_count", 0)
     if skipped:
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"swav-train: error: {exc}", file=sys.stderr)
         return 1
     out = Path(recipe["run"]["output_dir"]).resolve()
-    if trainer.checkpoint_callback.preempted:
+    if was_preempted(trainer):
         if trainer.is_global_zero:
             print(f"swav-train: stopped by a signal after step {trainer.global_step}; the "
                   f"checkpoint is in {out / 'checkpoints'}; run the same command to resume",

@@ -16,13 +16,12 @@ pipeline is perturbed by it.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator, Sized
 from typing import Any, NamedTuple
 
-import numpy as np
-import torch
 from torch.utils.data import DistributedSampler, get_worker_info
+
+from swav_plugin.host.rng import seeded
 
 _MASK64 = (1 << 64) - 1
 
@@ -46,31 +45,16 @@ class Draw(NamedTuple):
     seed: int
 
 
-def _seed_cpu_generators(seed: int) -> None:
-    torch.default_generator.manual_seed(seed)  # torch.manual_seed would reseed CUDA too
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
 def seeded_call(seed: int, fn: Callable[[Any], Any], value: Any) -> Any:
     """``fn(value)`` with the global CPU generators (torch, NumPy, Python) seeded by ``seed``.
 
     In the main process (``num_workers: 0``) they are restored afterwards, so that the
-    process's own random streams stay as they were; the CUDA generators are not touched.
+    process's own random streams stay as they were. A worker's generators serve only the data
+    pipeline, which seeds each sample, so they are not restored (that would cost more than
+    the seeding itself).
     """
-    if get_worker_info() is not None:
-        # A worker's generators serve only the data pipeline, which seeds each sample: no
-        # restore, which would cost ~15x the seeding itself (~150 us per sample).
-        _seed_cpu_generators(seed)
+    with seeded(seed, restore=get_worker_info() is None):
         return fn(value)
-    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
-    _seed_cpu_generators(seed)
-    try:
-        return fn(value)
-    finally:
-        torch.set_rng_state(states[0])
-        np.random.set_state(states[1])
-        random.setstate(states[2])
 
 
 class ResumableSampler(DistributedSampler):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from swav_plugin.host.checkpointing import step_checkpoints
+from swav_plugin.host.checkpoint_files import step_checkpoints
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.recipe import resolve_kwargs
 

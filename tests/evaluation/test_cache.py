@@ -7,7 +7,7 @@ from swav_plugin.evaluation import features
 from swav_plugin.evaluation.cache import FeatureCache, cache_key
 from swav_plugin.evaluation.features import features_of, load_pretrained
 from swav_plugin.host.atomic import file_digest
-from swav_plugin.host.checkpointing import write_checkpoint
+from swav_plugin.host.checkpoint_files import write_checkpoint
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run

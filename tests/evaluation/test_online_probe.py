@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from swav_plugin.evaluation.online_probe import OnlineLinearProbe
-from swav_plugin.host.checkpointing import read_checkpoint
+from swav_plugin.host.checkpoint_files import read_checkpoint
 from swav_plugin.host.errors import ConfigError
 from tests.evaluation.test_monitor import train
 

@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import nn
 
-from swav_plugin.host.checkpointing import (
+from swav_plugin.host.checkpoint_files import (
     LAST,
     CheckpointError,
     latest_good_checkpoint,
@@ -24,6 +24,7 @@ from swav_plugin.host.checkpointing import (
     write_checkpoint,
 )
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.preemption import was_preempted
 from swav_plugin.host.registry import METHODS
 from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import main, run
@@ -138,7 +139,7 @@ def test_checkpoints_mid_epoch_and_at_epoch_ends_keeping_the_newest(
         on_disk[checkpoint["global_step"]] = rows(metrics_csv)
         write_checkpoint(checkpoint, path)
 
-    monkeypatch.setattr("swav_plugin.host.checkpointing.write_checkpoint", write_and_look)
+    monkeypatch.setattr("swav_plugin.host.checkpoint_io.write_checkpoint", write_and_look)
     trainer = run(steps(tiny_recipe, keep_checkpoints=3))
     directory = tmp_path / "run" / "checkpoints"
     final = rows(metrics_csv)
@@ -317,7 +318,7 @@ def test_preempted_then_rerun_logs_what_a_straight_run_logs(tiny_recipe, tmp_pat
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-    assert preempted.checkpoint_callback.preempted
+    assert was_preempted(preempted)
     assert preempted.global_step == step
     resumed = run(recipe("preempted"))
     assert resumed.global_step == straight.global_step == 6

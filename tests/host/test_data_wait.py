@@ -4,8 +4,8 @@ import time
 
 import pytorch_lightning as pl
 
-from swav_plugin.host.data import TransformedDataset
 from swav_plugin.host.data_wait import DataWaitMonitor
+from swav_plugin.host.dataset_views import TransformedDataset
 from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
 

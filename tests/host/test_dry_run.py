@@ -4,7 +4,8 @@ import pytest
 import torch
 import yaml
 
-from swav_plugin.host.dry_run import RandomImages, describe_batch
+from swav_plugin.host.dry_run import describe_batch
+from swav_plugin.host.random_images import RandomImages
 from swav_plugin.host.runner import main
 from swav_plugin.host.sections import launch_world_size
 

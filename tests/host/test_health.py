@@ -7,7 +7,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from swav_plugin.host.checkpointing import read_checkpoint, step_checkpoints
+from swav_plugin.host.checkpoint_files import read_checkpoint, step_checkpoints
 from swav_plugin.host.health import NonFiniteGuard, StateCopy, TrainingStopped
 from swav_plugin.host.registry import METHODS
 from swav_plugin.host.runner import main

@@ -1,10 +1,20 @@
 import copy
+from typing import Annotated
 
 import pytest
 import yaml
+from torch import nn
 
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.recipe import apply_overrides, build_component, read_recipe
+from swav_plugin.host.recipe import (
+    apply_overrides,
+    build_component,
+    call_with_kwargs,
+    component_kinds,
+    read_recipe,
+    resolve_kwargs,
+)
+from swav_plugin.host.registry import BACKBONES, HEADS
 from swav_plugin.host.resolve import load_recipe, resolve
 
 
@@ -159,3 +169,28 @@ def test_load_recipe_reads_overrides_and_resolves(tmp_path, tiny_recipe):
     path = write(tmp_path, tiny_recipe)
     resolved = load_recipe(path, ["method.head.num_prototypes=25"])
     assert resolved["method"]["head"]["num_prototypes"] == 25
+
+
+def test_a_parameter_is_a_component_node_by_its_annotation_not_its_name():
+    built = {}
+
+    def widget(encoder: Annotated[nn.Module, BACKBONES], backbone: str = "plain",
+               head: Annotated[nn.Module, HEADS] | None = None) -> None:
+        built.update(encoder=encoder, backbone=backbone, head=head)
+
+    assert component_kinds(widget) == {"encoder": "backbone", "head": "head"}
+    resolved = resolve_kwargs(widget, {"encoder": "resnet18_cifar", "backbone": "resnet18"}, "w")
+    assert resolved["encoder"]["name"] == "resnet18_cifar" and resolved["backbone"] == "resnet18"
+    call_with_kwargs(widget, resolved, "w")
+    assert isinstance(built["encoder"], nn.Module)  # built from its registry
+    assert built["backbone"] == "resnet18" and built["head"] is None  # a plain value, as given
+    with pytest.raises(ConfigError, match=r"^w\.encoder: unknown backbone 'nope'"):
+        resolve_kwargs(widget, {"encoder": "nope"}, "w")
+
+
+def test_the_data_is_seeded_by_run_seed_alone(tiny_recipe):
+    assert "seed" not in resolve(tiny_recipe)["data"]  # the runner passes run.seed
+    tiny_recipe["data"]["seed"] = 3
+    with pytest.raises(ConfigError, match=r"^data\.seed: the data is seeded by run\.seed; set "
+                                          r"run\.seed instead$"):
+        resolve(tiny_recipe)

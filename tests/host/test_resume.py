@@ -18,7 +18,8 @@ import pytest
 import torch
 import yaml
 
-from swav_plugin.host.checkpointing import PREEMPTED_EXIT, step_checkpoint_name
+from swav_plugin.host.checkpoint_files import step_checkpoint_name
+from swav_plugin.host.preemption import PREEMPTED_EXIT
 
 STEPS_PER_EPOCH = 4
 EPOCHS = 2

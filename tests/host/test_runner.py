@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+from typing import Annotated
 
 import pytest
 import pytorch_lightning as pl
@@ -21,7 +22,7 @@ def outside_method():
 
     @METHODS.register("tiny_predictor")
     class TinyPredictor(pl.LightningModule):
-        def __init__(self, backbone: nn.Module, lr: float = 0.1) -> None:
+        def __init__(self, backbone: Annotated[nn.Module, BACKBONES], lr: float = 0.1) -> None:
             super().__init__()
             self.backbone = backbone
             self.classifier = nn.LazyLinear(10)

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from swav_plugin.host.data import DataModule, TransformedDataset
+from swav_plugin.host.data import DataModule
+from swav_plugin.host.dataset_views import TransformedDataset
 from swav_plugin.host.sampling import Draw, ResumableSampler, sample_seed, seeded_call
 from swav_plugin.swav.multicrop import MultiCropCollate, MultiCropTransform
 from swav_plugin.zoo.datasets import digits
@@ -80,8 +81,7 @@ def test_augmentation_does_not_depend_on_the_number_of_workers():
 def datamodule(augment):
     data = DataModule(digits(image_size=8), MultiCropTransform(crops=CROPS),
                       MultiCropCollate(), batch_size=8, num_workers=0, pin_memory=False,
-                      augment=augment)
-    data.seed = 4
+                      augment=augment, seed=4)
     return data
 
 

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from swav_plugin.host import trackers
-from swav_plugin.host.checkpointing import read_checkpoint
+from swav_plugin.host.checkpoint_files import read_checkpoint
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.resolve import resolve
 from swav_plugin.host.runner import run
