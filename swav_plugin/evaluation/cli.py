@@ -25,7 +25,7 @@ from swav_plugin.evaluation.features import (
 from swav_plugin.evaluation.supervised import ValidatedClassifier, train_transform
 from swav_plugin.host.atomic import save_json_atomic
 from swav_plugin.host.dataset_views import TransformedDataset
-from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.errors import ConfigError, RunError
 from swav_plugin.host.recipe import build_component
 
 
@@ -223,10 +223,11 @@ def finish_args(args: argparse.Namespace, result_name: str) -> argparse.Namespac
 
 
 def run_tool(name: str, body: Callable[[], int]) -> int:
-    """Run a tool's body; a bad input is one line on stderr and exit status 2."""
+    """Run a tool's body; a bad input is one line on stderr and exit status 2, a failure at run
+    time one line and exit status 1."""
     try:
         return body()
-    except ConfigError as exc:
+    except (ConfigError, RunError) as exc:
         # one line even when a message quotes a library's many-line text
         print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(exc, ConfigError) else 1

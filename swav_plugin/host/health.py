@@ -34,10 +34,11 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from swav_plugin.host.errors import RunError
 from swav_plugin.host.read_steps import is_read_step
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(RunError):
     """Training cannot usefully go on (e.g. every step's gradients are NaN); one line says why."""
 
 

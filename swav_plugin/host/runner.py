@@ -33,8 +33,7 @@ from swav_plugin.host.checkpoint_files import (
     step_checkpoints,
 )
 from swav_plugin.host.dry_run import StepRecord, dry_run
-from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.health import TrainingStopped
+from swav_plugin.host.errors import ConfigError, RunError
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.preemption import PREEMPTED_EXIT, was_preempted
 from swav_plugin.host.registry import REGISTRIES
@@ -226,8 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"swav-train: error: {message}", file=sys.stderr)
         return 2
-    except TrainingStopped as exc:
-        print(f"swav-train: error: {exc}", file=sys.stderr)
+    except RunError as exc:  # TrainingStopped among them
+        print(f"swav-train: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     out = Path(recipe["run"]["output_dir"]).resolve()
     if was_preempted(trainer):
