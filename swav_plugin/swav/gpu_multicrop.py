@@ -2,7 +2,7 @@
 
 The same crops and augmentations as :class:`~swav_plugin.swav.multicrop.MultiCropTransform`
 (built from its validated crop groups), for a whole batch of ``uint8`` images, in two parts
-(:mod:`swav_plugin.zoo.batch_augment`):
+(:mod:`swav_plugin.zoo.batch_draws`, :mod:`swav_plugin.zoo.batch_augment`):
 
 - :meth:`GPUMultiCrop.draw` makes every random parameter of the batch (crop boxes, flips,
   rotations and shifts, the colour jitter's passes, grey, blur kernels, solarisation) on the
@@ -35,6 +35,7 @@ from PIL import Image
 from torch import Tensor
 
 from swav_plugin.zoo import batch_augment as A
+from swav_plugin.zoo import batch_draws as D
 
 SOLARIZE_THRESHOLD = 128 / 255  # torchvision's RandomSolarize(128) on uint8 pixels
 # Rows of CropDraws.params, in the order they apply: the flip, the rotation's angle and the
@@ -143,23 +144,23 @@ class GPUMultiCrop:
             # crop-major: every image's first crop, then every image's second, ...
             crop_height, crop_width = (torch.as_tensor(side).expand(batch).repeat(g["count"])
                                        for side in (height, width))
-            boxes = A.random_resized_crop_boxes(n, crop_height, crop_width, tuple(g["scale"]),
+            boxes = D.random_resized_crop_boxes(n, crop_height, crop_width, tuple(g["scale"]),
                                                 generator=generator)
             image = torch.arange(batch, device=boxes.device).repeat(g["count"])  # crop-major
             rois.append(A.crop_rois(boxes, image))
-            flip = A.coin(n, g["hflip_prob"], generator)
-            affine = A.random_affine_params(n, g["rotation"], g["translate"], g["size"],
+            flip = D.coin(n, g["hflip_prob"], generator)
+            affine = D.random_affine_params(n, g["rotation"], g["translate"], g["size"],
                                             g["size"], generator)
-            jitter = A.sample_color_jitter_params(n, g["brightness"], g["contrast"],
+            jitter = D.sample_color_jitter_params(n, g["brightness"], g["contrast"],
                                                   g["saturation"], g["hue"],
                                                   g["color_jitter_prob"], generator)
-            grey = A.coin(n, g["grayscale_prob"], generator)
-            blur = A.coin(n, g["blur_prob"], generator)
-            kernels.append(A.blur_kernels(blur_kernel_size(max(g["blur_sigma"])),
-                                          A.uniform((n,), *g["blur_sigma"], generator))
+            grey = D.coin(n, g["grayscale_prob"], generator)
+            blur = D.coin(n, g["blur_prob"], generator)
+            kernels.append(D.blur_kernels(blur_kernel_size(max(g["blur_sigma"])),
+                                          D.uniform((n,), *g["blur_sigma"], generator))
                            if g["blur_prob"] > 0 else None)
-            solarize = A.coin(n, g["solarize_prob"], generator)
-            params.append(torch.cat((flip[None], affine, A.jitter_passes(jitter).rows(), grey[None],
+            solarize = D.coin(n, g["solarize_prob"], generator)
+            params.append(torch.cat((flip[None], affine, D.jitter_passes(jitter).rows(), grey[None],
                                      blur[None], solarize[None])))
         return CropDraws(torch.cat(rois), torch.cat(params, dim=1).view(ROWS, -1, 1, 1, 1),
                          kernels)

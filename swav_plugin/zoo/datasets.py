@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.registry import DATASETS
 from swav_plugin.zoo.images import SkippingImageFolder
+from swav_plugin.zoo.rgb import MAX_PIXELS
 
 
 class ImageArrayDataset(Dataset):
@@ -132,19 +133,23 @@ def stl10(
 
 
 @DATASETS.register("image_folder")
-def image_folder(root: str, split: str | None = "train") -> SkippingImageFolder:
+def image_folder(
+    root: str, split: str | None = "train", max_pixels: int | None = MAX_PIXELS
+) -> SkippingImageFolder:
     """An ImageFolder tree ``root/split/class_name/image.jpg`` (ImageNet's layout).
 
     ``split: null`` reads ``root/class_name/...`` directly. Every image comes out 8-bit RGB;
-    unreadable files are replaced by the next readable sample, logged and counted
-    (``skipped_count``, ``skipped_paths()``: see
-    :class:`~swav_plugin.zoo.images.SkippingImageFolder`).
+    unreadable files, and images of more than ``max_pixels`` pixels (default PIL's
+    89,478,485; ``null``: no limit), are replaced by the next readable sample, logged and
+    counted (``skipped_count``, ``skipped_paths()``: see
+    :class:`~swav_plugin.zoo.images.SkippingImageFolder`). Hidden files and folders are
+    ignored.
     """
     path = Path(root) / split if split else Path(root)
     if not path.is_dir():
         raise ConfigError(f"image folder '{path}' does not exist; check the dataset's root/split")
     try:
-        return SkippingImageFolder(str(path))
+        return SkippingImageFolder(str(path), max_pixels=max_pixels)
     except FileNotFoundError as exc:  # no class folder, or class folders without images
         raise ConfigError(
             f"image folder '{path}': {str(exc).rstrip('.')}; the images must be laid out as "

@@ -29,7 +29,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.zoo import batch_augment as A
-from swav_plugin.zoo.rgb import to_rgb
+from swav_plugin.zoo.rgb import MAX_PIXELS, open_image, to_rgb
 
 _JPEG_START = (0xFF, 0xD8, 0xFF)
 
@@ -44,15 +44,17 @@ class EncodedImage(NamedTuple):
     index: int = -1  #: the sample's index in the data set it was read through (-1: none)
 
 
-def read_encoded(path: str | os.PathLike[str]) -> EncodedImage:
+def read_encoded(path: str | os.PathLike[str], max_pixels: int | None = MAX_PIXELS) -> EncodedImage:
     """The file in ``path`` as bytes, with the height, width and format of its header.
 
     Only the header is parsed (PIL opens images lazily), so a DataLoader worker hands the
     compressed bytes on, a tenth of the decoded pixels, and the decoding happens where the
-    batch goes. Raises what PIL raises for a file whose header it cannot read.
+    batch goes. Raises what PIL raises for a file whose header it cannot read, and PIL's
+    ``DecompressionBombError`` for an image of more than ``max_pixels`` pixels
+    (:func:`~swav_plugin.zoo.rgb.open_image`), which is thus never decoded.
     """
     data = Path(path).read_bytes()
-    with _open(data) as image:
+    with _open(data, max_pixels) as image:
         width, height = image.size
         file_format = image.format or ""
     return EncodedImage(torch.frombuffer(bytearray(data), dtype=torch.uint8), height, width,
@@ -97,10 +99,11 @@ def _reason(exc: Exception) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
-def _open(data: bytes) -> Image.Image:
-    """PIL's lazy image of a file's bytes; an unknown format raises naming no buffer object."""
+def _open(data: bytes, max_pixels: int | None = None) -> Image.Image:
+    """PIL's lazy image of a file's bytes (:func:`~swav_plugin.zoo.rgb.open_image`); an
+    unknown format raises naming no buffer object."""
     try:
-        return Image.open(io.BytesIO(data))
+        return open_image(io.BytesIO(data), max_pixels)
     except UnidentifiedImageError:
         raise UnidentifiedImageError("cannot identify the image format") from None
 

@@ -3,14 +3,18 @@
 :class:`SkippingImageFolder` replaces the samples whose files cannot be read by the next
 readable ones, logs each such file once and keeps a count that DataLoader worker processes
 share with the main process; :meth:`SkippingImageFolder.encoded` reads the same folder as
-undecoded files, for batches decoded on the training device (:mod:`.encoded`).
+undecoded files, for batches decoded on the training device (:mod:`.encoded`). The folder is
+listed by :mod:`.image_tree`, which ignores hidden entries, follows no directory link into a
+loop and reports a directory it may not list.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.zoo import image_tree
 from swav_plugin.zoo.encoded import (
     EncodedBatch,
     EncodedImage,
@@ -26,13 +31,34 @@ from swav_plugin.zoo.encoded import (
     decode_resized,
     read_encoded,
 )
-from swav_plugin.zoo.rgb import load_rgb
+from swav_plugin.zoo.rgb import MAX_PIXELS, load_rgb
 
 logger = logging.getLogger(__name__)
 #: Errors of the storage rather than of the file (I/O error, too many open files, a stale or
 #: timed-out network file system, an interrupted call): the file is tried again next time.
 _TRANSIENT = {errno.EIO, errno.EMFILE, errno.ENFILE, errno.ESTALE, errno.ETIMEDOUT,
               errno.EAGAIN, errno.EINTR}
+
+
+class NoReadableImageError(ConfigError):
+    """No file of an image folder can be read: one line, also from a DataLoader worker.
+
+    DataLoader raises a worker's exception again in the main process as its type called with
+    the worker's whole traceback as text, whose last line is ``module.Type: message``; this
+    error keeps that message alone, so that it reads as it does without workers.
+    """
+
+    def __init__(self, message: str) -> None:
+        own = f"{type(self).__module__}.{type(self).__qualname__}: "
+        lines = [line.removeprefix(own) for line in message.splitlines() if line.startswith(own)]
+        super().__init__(lines[-1] if lines else message)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a file could not be read, in one line."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 class SkippingImageFolder(torchvision.datasets.ImageFolder):
@@ -45,9 +71,23 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
     REASON`` and flagged in shared memory, so it is not decoded again and the flags set in
     DataLoader worker processes (fork or spawn) are seen by the process that built the data set.
 
+    An image whose header gives it more than ``max_pixels`` pixels (width × height) is
+    skipped in the same way, before any of its pixels is decoded (a decompression bomb: a PNG
+    of a few kilobytes can decode to gigabytes). ``max_pixels`` defaults to PIL's own
+    ``Image.MAX_IMAGE_PIXELS`` (:data:`~swav_plugin.zoo.rgb.MAX_PIXELS`, 89,478,485: 256 MiB
+    of 8-bit RGB); ``None`` sets no limit of ours, though PIL still refuses more than twice
+    its own. Such an image is skipped rather than refused with an error because it is met as
+    any bad file is, by the worker that reads it, mid-run, where one file in a million should
+    not end the run; the run's summary counts it.
+
+    The folder is listed as torchvision's ImageFolder lists it, but by
+    :mod:`~swav_plugin.zoo.image_tree`: hidden entries are ignored, directory links are
+    followed only as class folders and never into a loop, and a directory that cannot be
+    listed raises :class:`~swav_plugin.host.errors.ConfigError` naming it.
+
     For a run's summary, in the main process: :attr:`skipped_count` (files found unreadable so
     far, each counted once) and :meth:`skipped_paths`. ``__getitem__`` raises
-    :class:`~swav_plugin.host.errors.ConfigError` when no file in the folder can be read.
+    :class:`NoReadableImageError` (a ``ConfigError``) when no file in the folder can be read.
     """
 
     def __init__(
@@ -55,9 +95,19 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
         root: str,
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[int], Any] | None = None,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
+        if max_pixels is not None and (
+            isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
+        ):
+            raise ConfigError(
+                f"image folder '{root}': max_pixels must be a positive whole number of pixels "
+                f"or null (no limit), got {max_pixels!r}; e.g. max_pixels: {MAX_PIXELS}"
+            )
+        self.max_pixels = max_pixels
         super().__init__(
-            root, transform=transform, target_transform=target_transform, loader=load_rgb
+            root, transform=transform, target_transform=target_transform,
+            loader=functools.partial(load_rgb, max_pixels=max_pixels),
         )
         # One flag per sample rather than a counter: setting a flag is idempotent, so workers
         # need no lock and a file drawn again (next epoch, another worker) is not counted twice.
@@ -67,6 +117,22 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
         """This folder's samples as undecoded files (:class:`EncodedImageFolder`), sharing its
         unreadable-file flags: a file found unreadable through either is skipped by both."""
         return EncodedImageFolder(self)
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        """The class folders (:func:`~swav_plugin.zoo.image_tree.find_classes`)."""
+        return image_tree.find_classes(directory)
+
+    @staticmethod
+    def make_dataset(
+        directory: str | Path,
+        class_to_idx: dict[str, int],
+        extensions: tuple[str, ...] | None = None,
+        is_valid_file: Callable[[str], bool] | None = None,
+        allow_empty: bool = False,
+    ) -> list[tuple[str, int]]:
+        """The samples (:func:`~swav_plugin.zoo.image_tree.make_dataset`)."""
+        return image_tree.make_dataset(directory, class_to_idx, extensions, is_valid_file,
+                                       allow_empty)
 
     def mark_unreadable(self, index: int, reason: str) -> None:
         """Flag sample ``index`` as unreadable (logged once, then skipped): for a file whose
@@ -99,13 +165,13 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
             # PIL's decoders raise many types (OSError, SyntaxError, ValueError, struct.error,
             # DecompressionBombError, ...), varying with the format and the Pillow version.
             except Exception as exc:
-                reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+                reason = _reason(exc)
                 if isinstance(exc, OSError) and exc.errno in _TRANSIENT:
                     # the storage failed, not the file: skip it this time only
                     logger.warning("could not read image %s this time: %s", path, reason)
                     continue
                 self.mark_unreadable(i, reason)
-        raise ConfigError(
+        raise NoReadableImageError(
             f"image folder '{self.root}': none of its {count} image files can be read; "
             "see the logged 'skipped unreadable image' lines"
         )
@@ -131,12 +197,13 @@ class EncodedImageFolder(Dataset):
 
     def __init__(self, folder: SkippingImageFolder) -> None:
         self.folder = folder
+        self._read = functools.partial(read_encoded, max_pixels=folder.max_pixels)
 
     def __len__(self) -> int:
         return len(self.folder)
 
     def __getitem__(self, index: int) -> tuple[EncodedImage, Any]:
-        image, target, i = self.folder.read(index, read_encoded)
+        image, target, i = self.folder.read(index, self._read)
         if self.folder.target_transform is not None:
             target = self.folder.target_transform(target)
         return image._replace(index=i), target

@@ -3,21 +3,54 @@
 from __future__ import annotations
 
 import os
+import warnings
+from typing import IO
 
 import numpy as np
 from PIL import Image
 
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
 _WHITE = (255, 255, 255, 255)
+#: The default limit on an image's pixels: PIL's own ``Image.MAX_IMAGE_PIXELS``, from which
+#: PIL warns of a decompression bomb. Decoded to 8-bit RGB it is 256 MiB per image and per
+#: DataLoader worker, and it lies well above a camera's photographs (12 to 50 megapixels),
+#: while a PNG of a few kilobytes can claim billions.
+MAX_PIXELS = 1024**3 // 4 // 3
 
 
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+def open_image(
+    file: str | os.PathLike[str] | IO[bytes], max_pixels: int | None = MAX_PIXELS
+) -> Image.Image:
+    """PIL's lazy image of ``file``: only its header read, no pixel decoded.
+
+    Raises PIL's ``DecompressionBombError`` when the header's width × height is over
+    ``max_pixels`` (``None``: no limit of ours; PIL still refuses more than twice its
+    ``Image.MAX_IMAGE_PIXELS``), and whatever PIL raises for a file whose header it cannot
+    read.
+    """
+    with warnings.catch_warnings():
+        # max_pixels (or the choice of none) stands in for PIL's warning, one per such file
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(file)
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        image.close()
+        raise Image.DecompressionBombError(
+            f"{width}x{height} = {width * height} pixels, over max_pixels = {max_pixels}; "
+            "raise the data set's max_pixels to read it"
+        )
+    return image
+
+
+def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = MAX_PIXELS) -> Image.Image:
     """The image in ``path`` as an 8-bit RGB image (see :func:`to_rgb`).
 
     The pixels are decoded here, so a truncated file raises here rather than later in a
-    transform. Raises whatever PIL raises for an unreadable file (mostly ``OSError``).
+    transform; an image of more than ``max_pixels`` pixels is refused before it is decoded
+    (:func:`open_image`). Raises whatever PIL raises for an unreadable file (mostly
+    ``OSError``).
     """
-    with Image.open(path) as image:
+    with open_image(path, max_pixels) as image:
         image.load()
         return to_rgb(image)
 
