@@ -36,7 +36,13 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from swav_plugin.evaluation import cli
-from swav_plugin.evaluation.features import Pretrained, labelled_splits
+from swav_plugin.evaluation.arguments import (
+    check_directory,
+    check_training_devices,
+    number,
+    whole,
+)
+from swav_plugin.evaluation.eval_data import labelled_splits
 from swav_plugin.evaluation.finetuning import (
     OFFICIAL_LEARNING_RATES,
     FineTuning,
@@ -49,8 +55,9 @@ from swav_plugin.evaluation.label_subsets import (
     subset_by_names,
 )
 from swav_plugin.evaluation.linear import linear_probe
+from swav_plugin.evaluation.pretrained import Pretrained
 from swav_plugin.evaluation.supervised import best_and_last
-from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.errors import ConfigError, RunError, storage_problem
 
 LINEAR_ROW = "linear_probe"
 
@@ -139,8 +146,15 @@ def evaluate(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     resume = resume_path(directory, model.settings, args.fresh)
     if resume:
         print(f"resuming {variant} from {resume}")
-    cli.fit_protocol(args, model, loaders, resume, sync_batchnorm=True,
-                     enable_checkpointing=True, callbacks=[epoch_checkpoint(directory)])
+    try:
+        cli.fit_protocol(args, model, loaders, resume, sync_batchnorm=True,
+                         enable_checkpointing=True, callbacks=[epoch_checkpoint(directory)])
+    except OSError as exc:
+        if exc.errno is None:  # not the storage (e.g. an image PIL cannot read): as raised
+            raise
+        where = exc.filename or directory / "last.ckpt"
+        raise RunError(f"fine-tuning '{variant}' stopped: {storage_problem(exc, where)}") \
+            from None
     return {**best_and_last(model.history), "epochs": args.epochs, "images": len(train),
             "subset": how,
             "global_batch": model.global_batch, "batch_size_per_device": args.batch_size,
@@ -165,8 +179,8 @@ def row(result: dict[str, Any]) -> str:
             f"{result['lr']:g}, head {result['lr_head']:g})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Fine-tune the weights and the chosen baselines, print and save the results."""
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The checked arguments, with the official learning rates of ``--labels`` filled in."""
     parser = cli.tool_parser(__doc__, "finetune_PCTpct.json")
     parser.set_defaults(batch_size=32)
     cli.add_train_test_arguments(parser)
@@ -183,26 +197,42 @@ def main(argv: list[str] | None = None) -> int:
                         help="start over instead of resuming a run's last.ckpt")
     group = cli.add_training_arguments(
         parser, "training (--batch-size is per device, 32 by default; the lrs are not scaled)")
-    group.add_argument("--epochs", type=int, default=20)
-    group.add_argument("--lr", type=float, help="trunk lr (default: the official for --labels)")
-    group.add_argument("--lr-head", type=float, help="head lr (default: the official)")
-    group.add_argument("--decay-epochs", type=int, nargs="+", default=[12, 16])
-    group.add_argument("--gamma", type=float, default=0.2, help="lr factor at each decay")
+    group.add_argument("--epochs", type=whole(1), default=20)
+    group.add_argument("--lr", type=number(above=0),
+                       help="trunk lr (default: the official for --labels)")
+    group.add_argument("--lr-head", type=number(above=0),
+                       help="head lr (default: the official)")
+    group.add_argument("--decay-epochs", type=whole(1), nargs="+", default=[12, 16])
+    group.add_argument("--gamma", type=number(above=0, at_most=1), default=0.2,
+                       help="lr factor at each decay")
     args = parser.parse_args(argv)
     name = f"finetune_{args.labels}pct"
-    args = cli.finish_args(args, f"{name}.json")
+    linear = args.compare_linear or args.baselines
+    args = cli.finish_args(args, f"{name}.json", cache=linear)  # the probe reads features
+    check_training_devices(args)
     official = OFFICIAL_LEARNING_RATES[args.labels]
     args.lr = official[0] if args.lr is None else args.lr
     args.lr_head = official[1] if args.lr_head is None else args.lr_head
     args.checkpoint_dir = Path(args.checkpoint_dir or cli.eval_dir(args.checkpoint) / name)
+    check_directory(args.checkpoint_dir, f"--checkpoint-dir '{args.checkpoint_dir}'")
+    return args
+
+
+def report(args: argparse.Namespace) -> int:
+    """Fine-tune the weights and the chosen baselines, print and save the results."""
     extra = [LINEAR_ROW] if args.compare_linear or args.baselines else []
     protocol = (f"fine-tuning on {args.labels} % of the labels: whole network + new linear "
                 "head, SGD momentum 0.9, step decay, centre-crop test (eval_semisup.py)")
-    return cli.run_tool("finetune", lambda: cli.report_train_test(
+    return cli.report_train_test(
         args, f"fine-tuning ({args.labels} % labels), top-1 / top-5 %", evaluate, row,
         {"protocol": protocol, "labels_percent": args.labels, "subset_file": args.subset_file,
          "seed": args.seed}, extra,
-    ))
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tool on ``argv``; its exit status."""
+    return cli.run_tool("finetune", lambda: report(parse(argv)))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import sys
 
 import torch
 
-from swav_plugin.evaluation.cli import finish_args, load, run_tool, tool_parser
-from swav_plugin.evaluation.features import features_of, labelled_splits
+from swav_plugin.evaluation.arguments import whole
+from swav_plugin.evaluation.cli import finish_args, load, run_tool, tool_parser, write_result
+from swav_plugin.evaluation.eval_data import labelled_splits
+from swav_plugin.evaluation.features import features_of
 from swav_plugin.evaluation.prototypes import (
     plot_nearest_images,
     plot_umap,
@@ -28,11 +30,12 @@ from swav_plugin.host.errors import ConfigError
 
 
 def report(args: argparse.Namespace) -> int:
+    """Embed the split, plot and summarise the prototypes' use."""
     pretrained = load(args)
     method = pretrained.method
     if not hasattr(method, "head") or not hasattr(method.head, "prototypes"):
         raise ConfigError(f"'{args.checkpoint}' holds no SwAV head with prototypes")
-    if not 0 <= args.head < len(method.head.prototypes):
+    if args.head >= len(method.head.prototypes):
         raise ConfigError(
             f"--head {args.head} does not exist; the checkpoint has "
             f"{len(method.head.prototypes)} prototype set(s)"
@@ -45,13 +48,15 @@ def report(args: argparse.Namespace) -> int:
     prototype_set = prototype_report(embeddings, labels, prototypes)
     summary = prototype_set.summary()
     output = args.output
-    plot_umap(prototype_set, output / "prototypes_umap.png", max_points=args.max_points)
-    plot_usage(prototype_set, output / "prototypes_usage.png")
-    plot_nearest_images(prototype_set, lambda i: dataset[i][0], dataset.classes,
-                        output / "prototypes_nearest.png", top=args.grid_rows,
-                        per=args.grid_columns)
-    save_json_atomic({"checkpoint": str(args.checkpoint), "split": args.split, **summary},
-                     output / "prototypes.json")
+    # the summary first: it takes no plotting, and a full disk is found before the UMAP
+    write_result(output / "prototypes.json", lambda path: save_json_atomic(
+        {"checkpoint": str(args.checkpoint), "split": args.split, **summary}, path))
+    write_result(output / "prototypes_umap.png",
+                 lambda path: plot_umap(prototype_set, path, max_points=args.max_points))
+    write_result(output / "prototypes_usage.png", lambda path: plot_usage(prototype_set, path))
+    write_result(output / "prototypes_nearest.png", lambda path: plot_nearest_images(
+        prototype_set, lambda i: dataset[i][0], dataset.classes, path, top=args.grid_rows,
+        per=args.grid_columns))
     print(
         f"prototypes: {summary['used_prototypes']}/{summary['num_prototypes']} used, "
         f"{summary['dead_prototypes']} dead, assignment entropy "
@@ -64,15 +69,23 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The checked arguments (``--output`` is a directory here)."""
     parser = tool_parser(__doc__, "")
     parser.add_argument("--split", default="train", help="data set split to embed")
-    parser.add_argument("--head", type=int, default=0, help="prototype set (multi-head)")
-    parser.add_argument("--max-points", type=int, default=3000, help="embeddings in the plot")
-    parser.add_argument("--grid-rows", type=int, default=8, help="prototypes in the image grid")
-    parser.add_argument("--grid-columns", type=int, default=8, help="images per prototype")
-    args = finish_args(parser.parse_args(argv), "")
-    return run_tool("prototypes", lambda: report(args))
+    parser.add_argument("--head", type=whole(0), default=0, help="prototype set (multi-head)")
+    parser.add_argument("--max-points", type=whole(1), default=3000,
+                        help="embeddings in the plot")
+    parser.add_argument("--grid-rows", type=whole(1), default=8,
+                        help="prototypes in the image grid")
+    parser.add_argument("--grid-columns", type=whole(1), default=8,
+                        help="images per prototype")
+    return finish_args(parser.parse_args(argv), "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tool on ``argv``; its exit status."""
+    return run_tool("prototypes", lambda: report(parse(argv)))
 
 
 if __name__ == "__main__":

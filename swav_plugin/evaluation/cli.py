@@ -1,4 +1,10 @@
-"""What the evaluation tools share on the command line: arguments, run paths, errors."""
+"""What the evaluation tools share on the command line: arguments, run paths, errors.
+
+Every argument is checked when it is parsed (:mod:`swav_plugin.evaluation.arguments`), and the
+result, cache and checkpoint directories are tried before any feature is extracted; a bad
+input is one line and exit status 2 (:func:`run_tool`), a failure to write a result one line
+and exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +17,36 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from swav_plugin.evaluation.features import (
-    Pretrained,
-    eval_transform_node,
-    features_of,
-    labelled_splits,
-    load_pretrained,
-    raw_pixels,
+from swav_plugin.evaluation.arguments import (
+    PRECISIONS,
+    SEED_RANGE,
+    ToolParser,
+    accelerator,
+    batches,
+    check_directory,
+    check_output_file,
+    device,
+    devices,
+    number,
+    whole,
 )
+from swav_plugin.evaluation.eval_data import eval_transform_node, labelled_splits
+from swav_plugin.evaluation.features import features_of
+from swav_plugin.evaluation.pretrained import Pretrained, load_pretrained, raw_pixels
 from swav_plugin.evaluation.supervised import ValidatedClassifier, train_transform
 from swav_plugin.host.atomic import save_json_atomic
 from swav_plugin.host.dataset_views import TransformedDataset
-from swav_plugin.host.errors import ConfigError, RunError
+from swav_plugin.host.errors import ConfigError, RunError, storage_problem
 from swav_plugin.host.recipe import build_component
 
 
 def tool_parser(doc: str, result_name: str) -> argparse.ArgumentParser:
     """A parser with the checkpoint, extraction, cache and output arguments of every tool."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = ToolParser(description=doc.splitlines()[0])
     parser.add_argument("checkpoint", help="the weights: a swav-train checkpoint, swav-export's "
                         "safetensors, an official SwAV release, a torchvision / timm state dict")
     parser.add_argument("--arch", help="the backbone of a file without a recipe (a registered "
@@ -40,10 +55,11 @@ def tool_parser(doc: str, result_name: str) -> argparse.ArgumentParser:
                         help="the data to evaluate on: a data YAML and / or changes to the "
                         "checkpoint's data section, e.g. dataset.name=image_folder "
                         "dataset.root=/data/imagenet (default: the checkpoint's data)")
-    parser.add_argument("--batch-size", type=int, default=256, help="extraction batch size")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
-    parser.add_argument("--device", default="auto",
-                        help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=whole(1), default=256,
+                        help="extraction batch size")
+    parser.add_argument("--num-workers", type=whole(0), default=0, help="DataLoader workers")
+    parser.add_argument("--device", type=device, default="auto",
+                        help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
     parser.add_argument("--output", help=f"result path (default: RUN/eval/{result_name})")
     parser.add_argument("--cache-dir", help="feature cache (default: RUN/eval/cache)")
     parser.add_argument("--no-cache", action="store_true", help="extract without caching")
@@ -67,7 +83,8 @@ def add_train_test_arguments(
                              "flattened) with the same protocol")
     parser.add_argument("--baselines", action="store_true",
                         help="both baselines: --compare-random --compare-pixels")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    parser.add_argument("--seed", type=whole(*SEED_RANGE), default=0,
+                        help="seed of the random initialisation")
 
 
 def variants(args: argparse.Namespace) -> list[str]:
@@ -108,7 +125,7 @@ def report_train_test(
     print(f"{header}, {args.test_split} split:")
     for name in chosen:
         print(f"  {name:<12} {row(result[name])}")
-    save_json_atomic(result, args.output)
+    write_result(args.output, lambda path: save_json_atomic(result, path))
     print(f"result written to {args.output}")
     return 0
 
@@ -119,12 +136,14 @@ def add_training_arguments(
     """A group (returned, for the protocol's own options) of where and how a supervised
     protocol trains (Lightning's devices, precision) and of its augmentation."""
     group = parser.add_argument_group(title)
-    group.add_argument("--accelerator", default="auto")
-    group.add_argument("--devices", default="auto", help="e.g. 8, or auto")
-    group.add_argument("--precision", default="32", help="e.g. bf16-mixed on a GPU")
-    group.add_argument("--limit-train-batches", type=float, default=1.0,
+    group.add_argument("--accelerator", type=accelerator, default="auto",
+                       help="auto, cpu, gpu (= cuda) or mps")
+    group.add_argument("--devices", type=devices, default="auto", help="e.g. 8, 0,1 or auto")
+    group.add_argument("--precision", choices=PRECISIONS, default="32", metavar="PRECISION",
+                       help=f"one of {', '.join(PRECISIONS)}; e.g. bf16-mixed on a GPU")
+    group.add_argument("--limit-train-batches", type=batches, default=1.0,
                        help="fraction (or number) of training batches per epoch")
-    group.add_argument("--min-scale", type=float, default=0.08,
+    group.add_argument("--min-scale", type=number(above=0, at_most=1), default=0.08,
                        help="smallest area of the random resized crop (torchvision's default)")
     group.add_argument("--no-hflip", dest="hflip", action="store_false",
                        help="no horizontal flips (for data that is not mirror-symmetric)")
@@ -183,18 +202,23 @@ def fit_protocol(
 ) -> None:
     """Train ``model`` for ``--epochs`` with Lightning, validating after every epoch; resumed
     from ``ckpt_path`` when given."""
-    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    count = int(args.devices) if str(args.devices).isdigit() else args.devices
     limit = args.limit_train_batches
     options = {"logger": False, "enable_checkpointing": False, **trainer_options}
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=devices,
-                         precision=args.precision, enable_model_summary=False,
-                         limit_train_batches=int(limit) if limit > 1 else limit,
-                         num_sanity_val_steps=0, **options)
-    with warnings.catch_warnings():
-        # a frozen backbone is in eval mode on purpose (its batch-norm statistics stay)
-        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
-        trainer.fit(model, train_dataloaders=loaders[0], val_dataloaders=loaders[1],
-                    ckpt_path=ckpt_path)
+    try:
+        trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator,
+                             devices=count, precision=args.precision,
+                             enable_model_summary=False,
+                             limit_train_batches=int(limit) if limit > 1 else limit,
+                             num_sanity_val_steps=0, **options)
+        with warnings.catch_warnings():
+            # a frozen backbone is in eval mode on purpose (its batch-norm statistics stay)
+            warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
+            trainer.fit(model, train_dataloaders=loaders[0], val_dataloaders=loaders[1],
+                        ckpt_path=ckpt_path)
+    except MisconfigurationException as exc:
+        # what only Lightning can judge, as the fraction of batches that leaves none
+        raise ConfigError(f"Lightning refused the training settings: {exc}") from None
 
 
 def load(args: argparse.Namespace, random_init: bool = False) -> Pretrained:
@@ -211,15 +235,33 @@ def eval_dir(checkpoint: str | Path) -> Path:
     return (folder.parent if folder.name == "checkpoints" else folder) / "eval"
 
 
-def finish_args(args: argparse.Namespace, result_name: str) -> argparse.Namespace:
+def finish_args(
+    args: argparse.Namespace, result_name: str, cache: bool = True
+) -> argparse.Namespace:
     """Fill in the defaults: RUN/eval/RESULT and RUN/eval/cache (:func:`eval_dir`), the device
-    (``auto``: ``cuda`` when there is one)."""
+    (``auto``: ``cuda`` when there is one); then try writing the result (a directory when
+    ``result_name`` is empty) and, when the tool will use it (``cache``), the feature cache."""
     folder = eval_dir(args.checkpoint)
     args.output = Path(args.output or folder / result_name)
     args.cache_dir = None if args.no_cache else Path(args.cache_dir or folder / "cache")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if result_name:
+        check_output_file(args.output, f"--output '{args.output}'")
+    else:
+        check_directory(args.output, f"--output '{args.output}'")
+    if cache and args.cache_dir is not None:
+        check_directory(args.cache_dir, f"--cache-dir '{args.cache_dir}'")
     return args
+
+
+def write_result(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(path)``; a storage failure (a full disk) becomes a one-line :class:`RunError`
+    naming ``path`` (the writers are atomic: the file is left as it was)."""
+    try:
+        write(path)
+    except OSError as exc:
+        raise RunError(f"result not written: {storage_problem(exc, path)}") from None
 
 
 def run_tool(name: str, body: Callable[[], int]) -> int:

@@ -138,7 +138,8 @@ def knn_accuracy(
     """Top-1 / top-5 accuracy (in %) of weighted kNN for every k in ``ks``, and per class.
 
     ``per_class_top1[c]`` is the top-1 accuracy on the test samples of class ``c`` (``None``
-    when the test set has none).
+    when the test set has none); ``k_used`` the neighbours that voted: ``k``, or the bank's
+    size when it is smaller.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -151,7 +152,8 @@ def knn_accuracy(
     results = {}
     for k in ks:
         k_eff = min(k, k_max)
-        weights = (sims[:, :k_eff] / temperature).exp()
+        # relative to each query's nearest: exp(s / T) overflows float32 for T < 1 / 88
+        weights = ((sims[:, :k_eff] - sims[:, :1]) / temperature).exp()
         votes = torch.zeros(len(queries), num_classes).scatter_add_(
             1, neighbour_labels[:, :k_eff], weights
         )
@@ -161,6 +163,7 @@ def knn_accuracy(
         per_class_hits = torch.zeros(num_classes).scatter_add_(0, test_labels, correct)
         per_class_count = torch.bincount(test_labels, minlength=num_classes).float()
         results[k] = {
+            "k_used": k_eff,
             "top1": 100.0 * correct.mean().item(),
             "top5": 100.0 * hits[:, :5].any(1).float().mean().item(),
             "per_class_top1": [

@@ -37,7 +37,12 @@ def read_subset_file(path: str | Path) -> list[str]:
     if not path.is_file():
         raise ConfigError(f"subset file '{path}' does not exist; give the path of a list such as "
                           "SimCLR's imagenet_subsets/10percent.txt")
-    names = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"subset file '{path}' cannot be read ({exc.strerror or exc}); give a "
+                          "readable list of file names") from None
+    names = [line.strip() for line in text.splitlines()]
     names = [name for name in names if name]
     if not names:
         raise ConfigError(f"subset file '{path}' lists no image; give one file name per line")

@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from swav_plugin.host.atomic import atomic_path
+
 
 @dataclass
 class PrototypeReport:
@@ -182,8 +184,6 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """Write ``data`` through a temporary file and a rename (none left behind on failure)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

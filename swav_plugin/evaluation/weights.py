@@ -1,7 +1,7 @@
 """Weights of any origin for the evaluation tools, recognised by their keys, not their name.
 
 - a swav-train checkpoint: the recipe inside rebuilds the method
-  (:func:`~swav_plugin.evaluation.features.load_pretrained`);
+  (:func:`~swav_plugin.evaluation.pretrained.load_pretrained`);
 - swav-export's ``backbone.safetensors``: its metadata names the backbone;
 - a bare state dict (``torch.save``, read with ``weights_only=True``, or safetensors), also
   when held under a ``state_dict`` or ``model`` key:

@@ -4,8 +4,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from swav_plugin.evaluation.features import RawPixels
 from swav_plugin.evaluation.finetuning import FineTuning, epoch_checkpoint
+from swav_plugin.evaluation.pretrained import RawPixels
 from swav_plugin.evaluation.supervised import best_and_last
 from tests.evaluation.test_linear_protocol import TinyBackbone
 

@@ -68,6 +68,18 @@ def test_k_larger_than_bank_is_clamped():
     bank, labels = torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 0])
     result = knn_accuracy(bank, labels, bank, labels, ks=[200])
     assert 0 <= result[200]["top1"] <= 100
+    assert result[200]["k_used"] == 5
+
+
+def test_a_small_temperature_does_not_overflow_the_votes():
+    # exp(s / T) is inf in float32 for T < 1 / 88: every vote would tie
+    xtr, ytr, xte, yte = digits_features()
+    got = knn_accuracy(torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte),
+                       torch.from_numpy(yte), ks=[20], temperature=0.005)[20]
+    xtr, xte = xtr.astype(np.float64), xte.astype(np.float64)  # exp(200) fits in float64
+    top1, top5, _ = brute_force_knn(xtr, ytr, xte, yte, 20, 0.005, 10)
+    assert got["top1"] == pytest.approx(top1, abs=1e-4)
+    assert got["top5"] == pytest.approx(top5, abs=1e-4)
 
 
 def test_temperature_must_be_positive():

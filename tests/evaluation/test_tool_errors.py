@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -15,62 +14,10 @@ import torch
 import torchvision
 from PIL import Image
 
-from swav_plugin.evaluation.features import labelled_splits, load_pretrained
 from swav_plugin.host.export import export
-from swav_plugin.host.recipe import build_component
 from swav_plugin.host.registry import DATASETS
-from swav_plugin.host.resolve import resolve
 from swav_plugin.zoo.datasets import ImageArrayDataset
-
-ROOT = Path(__file__).resolve().parents[2]
-#: Results of an earlier evaluation in RUN/eval: a failing tool must leave them as they are.
-EARLIER = {"knn.json": b'{"pretrained": {}}', "linear.json": b"{}", "prototypes.json": b"{}",
-           "prototypes_umap.png": b"\x89PNG", "cache/0123abcd.pt": b"features"}
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", ROOT / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-TOOLS = {name: _tool(name) for name in ("knn", "linear", "prototypes", "finetune")}
-
-
-@pytest.fixture
-def content(tiny_recipe):
-    """What swav-train stores in a checkpoint of the tiny recipe (the weights untrained: no
-    check depends on their values)."""
-    recipe = resolve(tiny_recipe)
-    return {"state_dict": build_component(recipe["method"], "method").state_dict(),
-            "recipe": recipe}
-
-
-def save(content, tmp_path: Path, name: str = "last.ckpt") -> Path:
-    path = tmp_path / "run" / "checkpoints" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(content, path)
-    return path
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def fails(capsys, tool: str, checkpoint: Path, *args: str) -> str:
-    """Run ``tool`` on ``checkpoint`` beside earlier results; its one error line."""
-    eval_dir = checkpoint.parent.parent / "eval"
-    for name, data in EARLIER.items():
-        (eval_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        (eval_dir / name).write_bytes(data)
-    capsys.readouterr()
-    assert TOOLS[tool]([str(checkpoint), *args]) == 2
-    err = capsys.readouterr().err
-    assert snapshot(eval_dir) == EARLIER  # nothing replaced, added or half-written
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), err
-    return lines[0]
+from tests.evaluation.tools import ROOT, TOOLS, fails, save
 
 
 def image_folder_checkpoint(content, tmp_path: Path, layout: dict[str, str]) -> Path:
@@ -83,15 +30,6 @@ def image_folder_checkpoint(content, tmp_path: Path, layout: dict[str, str]) -> 
     content["recipe"]["data"]["dataset"] = {"name": "image_folder", "root": str(root),
                                             "split": "train"}
     return save(content, tmp_path)
-
-
-def test_a_swav_train_checkpoint_passes_the_checks(content, tmp_path):
-    queue = torch.randn(2, 32, 16)  # sized in training; the fresh model's buffer is empty
-    content["state_dict"]["queue.embeddings"] = queue
-    pretrained = load_pretrained(save(content, tmp_path))
-    assert torch.equal(pretrained.method.queue.embeddings, queue)
-    train, test = labelled_splits(pretrained.recipe, ["train", "test"])
-    assert len(train) + len(test) == 1797 and train.classes == test.classes
 
 
 @pytest.mark.parametrize("tool", ["knn", "linear", "prototypes", "finetune"])

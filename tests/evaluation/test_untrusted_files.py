@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from swav_plugin.evaluation.cache import FeatureCache
-from swav_plugin.evaluation.features import load_pretrained
+from swav_plugin.evaluation.pretrained import load_pretrained
 from swav_plugin.host.errors import ConfigError
 
 

@@ -11,7 +11,6 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from swav_plugin.evaluation.features import evaluation_data
 from swav_plugin.evaluation.weights import load_weights
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.zoo.backbones import resnet18
@@ -175,17 +174,3 @@ def test_prototypes_inspects_the_head_of_an_official_release(tmp_path, capsys):
                "--split", "test", "--max-points", "200", "--no-cache")
     summary = json.loads((tmp_path / "eval" / "prototypes.json").read_text())
     assert summary["num_prototypes"] == 12 and "prototypes:" in out
-
-
-def test_a_data_yaml_and_overrides_replace_the_checkpoints_data(tmp_path):
-    (tmp_path / "data.yaml").write_text("data:\n  dataset: {name: digits, image_size: 12}\n")
-    node = evaluation_data({"dataset": {"name": "stl10", "root": "/x", "download": False}},
-                           [str(tmp_path / "data.yaml"), "dataset.test_fraction=0.5"],
-                           tmp_path / "w.pth")
-    assert node["dataset"] == {"name": "digits", "split": "train", "image_size": 12,
-                               "test_fraction": 0.5, "seed": 0}
-    # another data set's name starts its node afresh: stl10's keys do not carry over
-    fresh = evaluation_data({"dataset": {"name": "stl10", "root": "/x", "download": False}},
-                            ["dataset.name=cifar10", "dataset.root=/y"], tmp_path / "w.pth")
-    assert fresh["dataset"] == {"name": "cifar10", "root": "/y", "split": "train",
-                                "download": True}

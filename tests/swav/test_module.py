@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from swav_plugin.evaluation.features import load_pretrained
+from swav_plugin.evaluation.pretrained import load_pretrained
 from swav_plugin.host.build import build
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.registry import BACKBONES
