@@ -6,12 +6,11 @@ the non-finite guard, the progress bar) come first, then the recipe's own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback
 
@@ -20,38 +19,19 @@ from swav_plugin.host.checkpoint_io import VerifiedCheckpointIO
 from swav_plugin.host.checkpoints import Checkpoints
 from swav_plugin.host.data import DataModule
 from swav_plugin.host.data_wait import DataWaitMonitor
+from swav_plugin.host.device_checks import check_devices_present, state_bytes
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.health import NonFiniteGuard
 from swav_plugin.host.lightning_internals import check_internals
 from swav_plugin.host.metrics_log import RunLogger
 from swav_plugin.host.preemption import Preemption
 from swav_plugin.host.progress import LoggingStepProgressBar
+from swav_plugin.host.quoting import shown
+from swav_plugin.host.rank_lifetime import RanksDieWithLauncher
 from swav_plugin.host.recipe import build_component, call_with_kwargs
 from swav_plugin.host.sections import GROUP_SIZE_KEY, RunOptions, launch_world_size
 from swav_plugin.host.sync_batchnorm import GroupedSyncBatchNorm
 from swav_plugin.host.trackers import Trackers
-
-
-def check_devices_present(section: Mapping[str, Any]) -> None:
-    """Refuse a GPU recipe on a machine without (enough) GPUs, in one line naming the fix."""
-    accelerator = section.get("accelerator", "auto")
-    if accelerator not in ("gpu", "cuda"):
-        return
-    if accelerator == "gpu" and torch.backends.mps.is_available():
-        return  # Lightning's 'gpu' is Apple's MPS there
-    available = torch.cuda.device_count()
-    if available == 0:
-        raise ConfigError(
-            f"trainer.accelerator: {accelerator!r} but no GPU is available on this machine "
-            "(torch.cuda.device_count() is 0); set trainer.accelerator: cpu, or run on a "
-            "machine with a GPU"
-        )
-    devices = section.get("devices", "auto")
-    if isinstance(devices, int) and not isinstance(devices, bool) and devices > available:
-        raise ConfigError(
-            f"trainer.devices: {devices} GPUs asked for but this machine has {available}; set "
-            f"trainer.devices to at most {available} (or -1: all of them)"
-        )
 
 
 class RecipeCallback(Callback):
@@ -93,7 +73,8 @@ def build(
     if callable(check_launch):
         world_size = planned_world_size or launch_world_size(recipe["trainer"])
         check_launch(data, recipe["trainer"], world_size)
-    check_devices_present(recipe["trainer"])
+    check_devices_present(recipe["trainer"], state_bytes(method),
+                          options.allow_cpu_oversubscription)
     listed = [build_component(node, "callback", f"callbacks[{i}]")
               for i, node in enumerate(recipe.get("callbacks", []))]
     out = options.output_dir
@@ -102,7 +83,8 @@ def build(
     checkpoints = Checkpoints(
         out / "checkpoints", options.checkpoint_every_n_steps, options.keep_checkpoints
     )
-    callbacks = [checkpoints, Preemption(checkpoints), RecipeCallback(recipe, out),
+    callbacks = [checkpoints, Preemption(checkpoints), RanksDieWithLauncher(),
+                 RecipeCallback(recipe, out),
                  DataWaitMonitor(), NonFiniteGuard(options.max_nonfinite_steps), trackers]
     if recipe["trainer"].get("enable_progress_bar", True):
         # before the recipe's callbacks: its redraw at a batch's start belongs to the
@@ -126,8 +108,8 @@ def build(
     except ImportError as exc:  # e.g. accelerator: tpu without torch_xla
         section = recipe["trainer"]
         raise ConfigError(
-            f"trainer: accelerator={section.get('accelerator', 'auto')!r}, "
-            f"strategy={section.get('strategy', 'auto')!r} need a package that is not "
+            f"trainer: accelerator={shown(section.get('accelerator', 'auto'))}, "
+            f"strategy={shown(section.get('strategy', 'auto'))} need a package that is not "
             f"installed ({exc}); install it or choose another accelerator / strategy"
         ) from exc
     check_internals(trainer)

@@ -3,7 +3,8 @@
 :func:`write_checkpoint` writes each checkpoint to a temporary file, flushes it to disk and
 renames it (a crash or a full disk mid-write leaves the previous checkpoint intact), and
 records its SHA-256 beside it (``NAME.sha256``); :func:`read_checkpoint` checks that digest,
-so a truncated or altered file is reported by name instead of resuming from garbage.
+or, when the record is missing or garbled, the CRC-32 that torch's zip format stores for every
+member, so a truncated or altered file is reported by name instead of resuming from garbage.
 Lightning's own writer also renames a temporary file, but first serialises the whole
 checkpoint in memory, never flushes it to disk and records nothing to check it against.
 :func:`latest_good_checkpoint` finds where to resume: the newest checkpoint that verifies,
@@ -17,6 +18,8 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from typing import Any
 import torch
 
 from swav_plugin.host.atomic import atomic_path, file_digest, write_atomic
-from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.errors import ConfigError, RunError, storage_problem
 
 LAST = "last.ckpt"
 _STEP_NAME = re.compile(r"^step=(\d+)\.ckpt$")
@@ -33,6 +36,7 @@ NEEDED = ("this needs a checkpoint written by swav-train (RUN/checkpoints/*.ckpt
           "the recipe that rebuilds its model")
 #: Weights-only refusals of an object that would run code (other refusals: a corrupt file).
 _REFUSED = re.compile(r"GLOBAL|unrecognized function|allowlisted")
+_HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 class CheckpointError(ConfigError):
@@ -66,19 +70,69 @@ def digest_path(path: Path) -> Path:
 
 
 def write_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Save ``checkpoint`` to ``path`` atomically, flushed to disk, with its SHA-256 beside it."""
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
-        digest = file_digest(tmp)
-    write_atomic(digest_path(path), lambda f: f.write(f"{digest}  {path.name}\n"))
+    """Save ``checkpoint`` to ``path`` atomically, flushed to disk, with its SHA-256 beside it.
+
+    A storage failure (a full disk, a read-only or vanished directory) raises
+    :class:`~swav_plugin.host.errors.RunError` naming the path and the cause; the checkpoints
+    written before are intact.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            # through a Python file, so that a full disk is an OSError (ENOSPC) and not
+            # torch's "unexpected pos"
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
+            digest = file_digest(tmp)
+        write_atomic(digest_path(path), lambda f: f.write(f"{digest}  {path.name}\n"))
+    except OSError as exc:
+        raise RunError(f"cannot write checkpoint {storage_problem(exc, path)} (the checkpoints "
+                       "written before are intact)") from None
     with contextlib.suppress(OSError):  # the rename itself durable (not possible everywhere)
         fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def recorded_digest(path: Path) -> str | None:
+    """The SHA-256 recorded beside checkpoint ``path``; ``None`` when there is no sidecar or
+    it is garbled (not a hex digest), so that the checkpoint is checked by its contents."""
+    try:
+        text = digest_path(path).read_bytes()[:200].decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    digest = text.partition(" ")[0].strip()
+    return digest if _HEX_DIGEST.match(digest) else None
+
+
+def _verify(path: Path, real: Path) -> None:
+    """Check ``real`` (the file ``path`` names) against its sidecar's SHA-256, or, without a
+    usable sidecar, against the CRC-32 of every member of its zip archive."""
+    recorded = recorded_digest(real)
+    if recorded is not None:
+        if file_digest(real) != recorded:
+            raise CheckpointError(
+                f"checkpoint '{path}' is truncated or corrupt: its SHA-256 differs from the one "
+                f"recorded when it was written ({digest_path(real).name}); copy it again or use "
+                "another checkpoint"
+            )
+        return
+    if not zipfile.is_zipfile(real):  # not torch's zip format: torch.load judges it
+        return
+    try:
+        with zipfile.ZipFile(real) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        bad = f"{type(exc).__name__}: {exc}"
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint '{path}' is truncated or corrupt: its member '{bad}' fails its CRC-32 "
+            f"check (and {digest_path(real).name} is missing or garbled); copy it again or use "
+            "another checkpoint"
+        )
 
 
 def is_safetensors(path: Path) -> bool:
@@ -98,7 +152,8 @@ def _load_error(exc: Exception) -> str:
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` after checking its recorded SHA-256.
+    """Load a checkpoint with ``weights_only=True`` after checking its recorded SHA-256 (or,
+    without a usable record, the CRC-32s of its zip members).
 
     The one reader of checkpoints (training resume, the eval tools, ``swav-export``). Raises
     :class:`CheckpointError` (one line naming the file) when it is missing, exported weights,
@@ -114,13 +169,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             f"'{path}' is a safetensors file of exported weights (e.g. from swav-export), not "
             "the training checkpoint"
         )
-    recorded = digest_path(real)
-    if recorded.is_file() and file_digest(real) != recorded.read_text().partition(" ")[0]:
-        raise CheckpointError(
-            f"checkpoint '{path}' is truncated or corrupt: its SHA-256 differs from the one "
-            f"recorded when it was written ({recorded.name}); copy it again or use another "
-            "checkpoint"
-        )
+    _verify(path, real)
     try:
         with warnings.catch_warnings():  # whatever torch.load warns of, the outcome is reported
             warnings.simplefilter("ignore")

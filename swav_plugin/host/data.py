@@ -42,20 +42,23 @@ from swav_plugin.host.batch_collate import (
 from swav_plugin.host.dataset_views import InMemoryImages, TransformedDataset
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.lightning_internals import batches_done, epochs_done
+from swav_plugin.host.preemption import STOP_SIGNALS
+from swav_plugin.host.quoting import shown
 from swav_plugin.host.registry import COLLATES, DATASETS, TRANSFORMS
 from swav_plugin.host.sampling import ResumableSampler
 from swav_plugin.host.timed_loader import TimedDataLoader
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM and SIGUSR1.
+    """DataLoader workers ignore the signals that stop a run (:data:`.preemption.STOP_SIGNALS`).
 
-    A scheduler signals every process of a job, workers included; the main process then saves
+    A scheduler signals every process of a job, and Ctrl-C every process of the terminal's
+    process group, workers included; the main process then saves
     a checkpoint at the next step boundary and shuts its workers down itself. A worker killed
     by the signal would instead abort the run (PyTorch raises in the main process as soon as
     a worker dies), possibly in the middle of writing that checkpoint.
     """
-    for name in ("SIGTERM", "SIGUSR1"):
+    for name in STOP_SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
@@ -131,7 +134,7 @@ class DataModule(pl.LightningDataModule):
             encoded = getattr(dataset, "encoded", None)
             self._encoded = encoded() if encoded is not None else None
         else:
-            raise ConfigError(f"data.augment must be 'cpu' or 'gpu', got {augment!r}")
+            raise ConfigError(f"data.augment must be 'cpu' or 'gpu', got {shown(augment)}")
         self.dataset = dataset
         self.transform = transform
         self.collate = collate

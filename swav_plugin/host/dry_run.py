@@ -34,7 +34,7 @@ from swav_plugin.host.recipe import build_component, resolve_component
 from swav_plugin.host.sections import launch_world_size
 
 #: Reduced precisions a CPU rehearsal replaces with fp32: fp16 does not run there and bf16 is
-#: emulated on CPUs without native bf16 (30x slower than fp32 on the AVX2 machines of CI). The
+#: emulated, many times slower than fp32, on CPUs without native bf16 (AVX2 machines). The
 #: rehearsal checks shapes, memory and the launch; mixed precision is checked on the GPU.
 _CPU_PRECISION = {p: "32" for p in ("16-mixed", "16", "16-true", "bf16-mixed", "bf16",
                                     "bf16-true")}

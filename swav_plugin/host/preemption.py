@@ -1,9 +1,11 @@
 """Checkpoint and stop when the run is asked to: preemption and time limits.
 
-On ``SIGTERM`` (preemption) or ``SIGUSR1`` (what SLURM sends before a time limit) the run
-saves a checkpoint at the next step boundary and the process exits with
-:data:`PREEMPTED_EXIT`; running the same command resumes it. Under DDP the ranks agree on the
-stop at every step over a CPU process group, so that all of them stop after the same step.
+On ``SIGTERM`` (preemption), ``SIGUSR1`` (what SLURM sends before a time limit), ``SIGINT``
+(Ctrl-C) or ``SIGHUP`` (the terminal closed) the run saves a checkpoint at the next step
+boundary and the process exits with :data:`PREEMPTED_EXIT`; running the same command resumes
+it. A second Ctrl-C aborts at once, without a checkpoint (Lightning's ``KeyboardInterrupt``
+shutdown). Under DDP the ranks agree on the stop at every step over a CPU process group, so
+that all of them stop after the same step.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from swav_plugin.host.lightning_internals import stop_at_next_step
 #: "try again"): running the same command resumes it.
 PREEMPTED_EXIT = 75
 #: The signals that ask a run to checkpoint and stop.
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT", "SIGHUP")
 
 
 class Preemption(Checkpoint):
@@ -43,7 +45,14 @@ class Preemption(Checkpoint):
         self.checkpoints = checkpoints
         self.preempted = False
         self._signalled = False
+        self._interrupted = False  # a Ctrl-C came: the next one aborts
         self._agreement: Any = None  # the CPU process group the ranks agree on a stop in
+        self._previous_handlers: dict[int, Any] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # the handlers from before the run, taken before Lightning puts in its own
+        self._previous_handlers = {getattr(signal, name): signal.getsignal(getattr(signal, name))
+                                   for name in STOP_SIGNALS if hasattr(signal, name)}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The handler only sets a flag, which the ranks agree on at the end of a step (see
@@ -51,13 +60,20 @@ class Preemption(Checkpoint):
         # handler, and its loop then tests each rank's flag alone: ranks signalled a moment
         # apart would stop at different steps and pair mismatched collectives.
         def stop_at_next_step_boundary(signum: int, frame: Any) -> None:
+            if signum == signal.SIGINT and self._interrupted:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+            self._interrupted = self._interrupted or signum == signal.SIGINT
             if not self._signalled and trainer.strategy.launcher is not None:
-                trainer.strategy.launcher.kill(signum)  # pass it on to the local child ranks
+                # Ctrl-C and a closed terminal reach the child ranks of the terminal's process
+                # group themselves: pass them on as SIGTERM, so that a child does not take
+                # the copy for a second Ctrl-C
+                passed = signum if signum == getattr(signal, "SIGUSR1", None) else signal.SIGTERM
+                trainer.strategy.launcher.kill(passed)
             self._signalled = True
 
-        for name in STOP_SIGNALS:
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), stop_at_next_step_boundary)
+        for signum in self._previous_handlers:
+            signal.signal(signum, stop_at_next_step_boundary)
         self._agreement = self._agreement_group(trainer)
 
     def on_train_batch_end(
@@ -79,8 +95,18 @@ class Preemption(Checkpoint):
         if isinstance(exception, SIGTERMException):
             self.checkpoints.save(trainer)
             self.preempted = True
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        """Give the stop signals back to the handlers from before the run (Ctrl-C raises
+        ``KeyboardInterrupt`` again once the run is over)."""
+        for signum, handler in self._previous_handlers.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        self._previous_handlers = {}
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_handlers()
         group, self._agreement = self._agreement, None
         if (group is not None and group is not torch.distributed.group.WORLD
                 and torch.distributed.is_initialized()):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.quoting import shown
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,7 +54,7 @@ class Registry:
     def get(self, name: str) -> Callable[..., Any]:
         """Return the factory registered as ``name``."""
         if not isinstance(name, str):
-            raise ConfigError(f"a {self.kind} name must be a string, got {name!r}")
+            raise ConfigError(f"a {self.kind} name must be a string, got {shown(name)}")
         try:
             return self._factories[name]
         except KeyError:
@@ -71,7 +72,7 @@ class Registry:
         valid = ", ".join(self.names()) or "(none registered)"
         close = difflib.get_close_matches(name, self.names(), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        return f"unknown {self.kind} '{name}'{hint} registered {self.kind}s: {valid}"
+        return f"unknown {self.kind} {shown(name)}{hint} registered {self.kind}s: {valid}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._factories

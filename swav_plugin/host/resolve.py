@@ -11,14 +11,9 @@ from typing import Any
 
 from swav_plugin.host.data import DataModule
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.recipe import (
-    SECTIONS,
-    apply_overrides,
-    read_recipe,
-    resolve_component,
-    resolve_kwargs,
-    unknown_key_message,
-)
+from swav_plugin.host.quoting import shown
+from swav_plugin.host.recipe import resolve_component, resolve_kwargs, unknown_key_message
+from swav_plugin.host.recipe_file import SECTIONS, apply_overrides, read_recipe
 from swav_plugin.host.sections import RunOptions, check_trainer_section
 
 
@@ -56,14 +51,14 @@ def _resolve_data(section: Mapping[str, Any]) -> dict[str, Any]:
 def _list_section(recipe: Mapping[str, Any], name: str) -> list[Any]:
     value = recipe.get(name) or []
     if not isinstance(value, list):
-        raise ConfigError(f"recipe section '{name}' must be a list of {name}, got {value!r}")
+        raise ConfigError(f"recipe section '{name}' must be a list of {name}, got {shown(value)}")
     return value
 
 
 def _section(recipe: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = recipe.get(name) or {}
     if not isinstance(value, dict):
-        raise ConfigError(f"recipe section '{name}' must be a mapping, got {value!r}")
+        raise ConfigError(f"recipe section '{name}' must be a mapping, got {shown(value)}")
     return value
 
 

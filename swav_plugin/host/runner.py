@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import shutil
 import signal
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,109 +27,62 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from swav_plugin.host.build import build
-from swav_plugin.host.checkpoint_files import (
-    LAST,
-    latest_good_checkpoint,
-    read_checkpoint,
-    step_checkpoints,
-)
+from swav_plugin.host.device_checks import state_bytes
 from swav_plugin.host.dry_run import StepRecord, dry_run
-from swav_plugin.host.errors import ConfigError, RunError
+from swav_plugin.host.errors import ConfigError, RunError, storage_problem
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.preemption import PREEMPTED_EXIT, was_preempted
 from swav_plugin.host.registry import REGISTRIES
 from swav_plugin.host.resolve import load_recipe
+from swav_plugin.host.resume import resume_point
+from swav_plugin.host.run_lock import RunLock
 from swav_plugin.host.sections import RunOptions
 from swav_plugin.host.trackers import IDS_KEY, Trackers
-
-#: Recipe keys a resumed run may change. Those of ``trainer`` (e.g. the device count or the
-#: precision) may change the result: a warning says so.
-RESUMABLE_CHANGES = ("trainer", "run", "callbacks", "loggers", "data.num_workers",
-                     "data.pin_memory")
-#: Keys that change only what is shown.
-COSMETIC = ("run", "loggers", "data.num_workers", "data.pin_memory", "trainer.enable_progress_bar",
-            "trainer.enable_model_summary", "trainer.log_every_n_steps")
-
-
-def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two recipes (or sub-trees of them)."""
-    if isinstance(saved, Mapping) and isinstance(current, Mapping):
-        keys = list(dict.fromkeys([*saved, *current]))
-        return [d for k in keys
-                for d in _differences(saved.get(k), current.get(k), f"{prefix}{k}.")]
-    return [] if saved == current else [prefix.rstrip(".")]
-
-
-def _under(key: str, prefixes: Sequence[str]) -> bool:
-    return any(key == p or key.startswith(f"{p}.") for p in prefixes)
-
-
-def check_same_recipe(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """Refuse to resume a checkpoint with a recipe that computes something else; warn when
-    a ``trainer`` key changed (the run goes on, but not exactly as it would have)."""
-    differences = _differences(saved, current)
-    changed = [key for key in differences if not _under(key, RESUMABLE_CHANGES)]
-    if changed:
-        raise ConfigError(
-            f"checkpoint '{path}' was trained with another recipe ({len(changed)} key(s) "
-            f"differ, e.g. {changed[0]}); resume with the recipe saved in it, or set "
-            "run.output_dir to a new directory to start a new run"
-        )
-    altered = [key for key in differences if not _under(key, COSMETIC)]
-    if altered:
-        _warn(f"resuming with {', '.join(altered)} changed: the run continues, but not as "
-              "it would have without the interruption (the learning-rate schedule keeps the "
-              "length it was planned with)")
-
-
-def _warn(message: str) -> None:
-    if rank_zero_only.rank == 0:
-        print(f"swav-train: warning: {message}", file=sys.stderr)
-
-
-def resume_point(recipe: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint a run continues from, read and verified, or ``None`` for a fresh run.
-
-    ``run.resume_from`` when set; else, with ``run.resume`` (the default), the newest good
-    checkpoint of ``run.output_dir`` (older ones are fallbacks for a corrupt newest one).
-    A directory with checkpoints and ``run.resume: false`` is refused: nothing is overwritten.
-    """
-    options = RunOptions(**recipe["run"])
-    directory = options.output_dir / "checkpoints"
-    own = step_checkpoints(directory) or (directory / LAST).exists()
-    if own and not options.resume:
-        raise ConfigError(
-            f"run.output_dir '{options.output_dir}' holds the checkpoints of an earlier run "
-            "and run.resume is false; set run.resume: true to continue it, or choose another "
-            "run.output_dir"
-        )
-    found: tuple[Path, dict[str, Any]] | None = None
-    if own:
-        # The run's own checkpoints come first, resume_from or not: a requeued job that
-        # started from resume_from must continue where it stopped, not start over.
-        found = latest_good_checkpoint(directory, _warn)
-    elif options.resume_from is not None:
-        path = Path(options.resume_from)
-        found = (path, read_checkpoint(path))
-    if found is not None:
-        saved = found[1].get("recipe")
-        if saved is not None:
-            check_same_recipe(saved, recipe, found[0])
-        _warn(f"resuming from {found[0]} (step {found[1].get('global_step', '?')})")
-    return found
 
 
 def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train the method of a resolved recipe, resuming its run when it has checkpoints.
 
+    Rank 0 holds the run directory's :class:`~swav_plugin.host.run_lock.RunLock` throughout.
     Returns the trainer; :func:`~swav_plugin.host.preemption.was_preempted` tells whether it
     stopped on a signal (after saving a checkpoint).
     """
-    created = Path(recipe["run"]["output_dir"]).absolute()
+    out = Path(recipe["run"]["output_dir"]).absolute()
+    created = out
     while not created.parent.exists():
         created = created.parent
     new_dir = not created.exists()
     method, data, trainer = build(recipe, extra_callbacks)  # a bad recipe fails first
+    lock = RunLock(out) if rank_zero_only.rank == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        check_room_for_checkpoints(out / "checkpoints", method,
+                                   RunOptions(**recipe["run"]).keep_checkpoints)
+        _fit(recipe, method, data, trainer)
+    except ConfigError:
+        # a check failed after the run directory was made: leave no empty directory behind
+        if new_dir:
+            if lock is not None:
+                lock.release()
+            _remove_empty_dirs(created)
+        raise
+    except OSError as exc:  # what the writers do not name themselves (e.g. recipe.yaml)
+        raise RunError(f"cannot write the run {storage_problem(exc)}") from None
+    finally:
+        if lock is not None:
+            lock.release()
+    skipped = getattr(data.dataset, "skipped_count", 0)
+    if skipped:
+        print(f"swav-train: warning: {skipped} unreadable image(s) were skipped and replaced by "
+              f"the next readable one (rank {trainer.global_rank}); their paths are in the "
+              "'skipped unreadable image' lines above", file=sys.stderr)
+    return trainer
+
+
+def _fit(recipe: dict[str, Any], method: pl.LightningModule, data: pl.LightningDataModule,
+         trainer: pl.Trainer) -> None:
+    """``trainer.fit``, from the resume point when there is one."""
     resume = resume_point(recipe)
     ckpt_path = None
     if resume is not None:
@@ -148,21 +102,25 @@ def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.
             # Lightning only recognises loaders that carry a state themselves.
             warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended")
             trainer.fit(method, datamodule=data, ckpt_path=ckpt_path)
-    except ConfigError:
-        # A check inside fit (e.g. one that needs the trainer's world size) failed after the
-        # logger made the run directory: leave no empty run directory behind.
-        if new_dir:
-            _remove_empty_dirs(created)
-        raise
     except SIGTERMException:
         if not was_preempted(trainer):
             raise SystemExit(128 + signal.SIGTERM) from None  # stopped without a checkpoint
-    skipped = getattr(data.dataset, "skipped_count", 0)
-    if skipped:
-        print(f"swav-train: warning: {skipped} unreadable image(s) were skipped and replaced by "
-              f"the next readable one (rank {trainer.global_rank}); their paths are in the "
-              "'skipped unreadable image' lines above", file=sys.stderr)
-    return trainer
+
+
+def check_room_for_checkpoints(directory: Path, method: pl.LightningModule, keep: int) -> None:
+    """Refuse to start when ``directory``'s file system cannot hold ``keep`` + 1 checkpoints of
+    ``method`` (estimated as twice its state: the weights and an optimizer state as large),
+    rather than fail at the first checkpoint, hours in."""
+    needed = (keep + 1) * 2 * state_bytes(method)
+    probe = directory if directory.exists() else directory.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise ConfigError(
+            f"run.output_dir '{directory.parent}' has {free / 2**20:.0f} MiB free, but "
+            f"{keep + 1} checkpoints of this model take about {needed / 2**20:.0f} MiB "
+            "(run.keep_checkpoints + 1 while the newest is written); free space there or "
+            "choose another run.output_dir"
+        )
 
 
 def _remove_empty_dirs(root: Path) -> None:

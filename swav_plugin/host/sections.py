@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 
 from swav_plugin.host.checkpoint_files import step_checkpoints
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.quoting import shown
 from swav_plugin.host.recipe import resolve_kwargs
 
 #: The runner's own trainer key: batch norm synchronised within groups of this many ranks.
@@ -45,6 +46,8 @@ class RunOptions:
         keep_checkpoints: How many of the newest checkpoints to keep.
         max_nonfinite_steps: Steps with non-finite gradients are skipped; this many in a row
             stop the run (see :mod:`swav_plugin.host.health`).
+        allow_cpu_oversubscription: Start more CPU ranks than the machine has cores, or than
+            its memory seems to hold (see :mod:`swav_plugin.host.device_checks`).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class RunOptions:
         checkpoint_every_n_steps: int | None = 500,
         keep_checkpoints: int = 2,
         max_nonfinite_steps: int = 20,
+        allow_cpu_oversubscription: bool = False,
     ) -> None:
         own = Path(output_dir) / "checkpoints"
         if resume_from is not None and not Path(resume_from).is_file() and not (
@@ -85,6 +89,7 @@ class RunOptions:
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
         self.keep_checkpoints = keep_checkpoints
         self.max_nonfinite_steps = max_nonfinite_steps
+        self.allow_cpu_oversubscription = allow_cpu_oversubscription
 
 
 def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,7 +97,7 @@ def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
     for key, why in RUNNER_OWNED.items():
         if key in section:
             raise ConfigError(
-                f"trainer.{key} cannot be set in a recipe (got {section[key]!r}): {why}"
+                f"trainer.{key} cannot be set in a recipe (got {shown(section[key])}): {why}"
             )
     group_size = section.get(GROUP_SIZE_KEY)
     lightning = {k: v for k, v in section.items() if k != GROUP_SIZE_KEY}
@@ -111,7 +116,7 @@ def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
 def _check_group_size(group_size: Any, section: Mapping[str, Any]) -> None:
     key = f"trainer.{GROUP_SIZE_KEY}"
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
-        raise ConfigError(f"{key}: expected a positive number of ranks, got {group_size!r}")
+        raise ConfigError(f"{key}: expected a positive number of ranks, got {shown(group_size)}")
     if not section.get("sync_batchnorm"):
         raise ConfigError(f"{key} groups synchronised batch norm: set trainer.sync_batchnorm: "
                           "true, or remove it")

@@ -6,7 +6,8 @@ when it is full) → swapped prediction loss → queue update. Around it: protot
 before every step and frozen for ``head.freeze_prototypes_iters`` optimizer steps; the
 optimiser and its schedule of :mod:`~swav_plugin.swav.training_plan`; the start-up checks of
 :mod:`~swav_plugin.swav.launch_checks`; the metrics and collapse watch of
-:mod:`~swav_plugin.swav.assignment_metrics`.
+:mod:`~swav_plugin.swav.assignment_metrics`. About 300 lines: a third of them is the
+constructor's documentation of every recipe key, which LightningCLI shows as its help.
 
 - [0]: SwAV, 2020, https://arxiv.org/abs/2006.09882
 """

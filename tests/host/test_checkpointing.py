@@ -23,7 +23,7 @@ from swav_plugin.host.checkpoint_files import (
     step_checkpoints,
     write_checkpoint,
 )
-from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.errors import ConfigError, RunError
 from swav_plugin.host.preemption import was_preempted
 from swav_plugin.host.registry import METHODS
 from swav_plugin.host.resolve import resolve
@@ -61,12 +61,11 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypa
     before = path.read_bytes()
 
     def dies_midway(obj, f, *args, **kwargs):
-        with open(f, "wb") as out:
-            out.write(b"PK\x03\x04 half a checkpoint")
+        f.write(b"PK\x03\x04 half a checkpoint")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", dies_midway)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(RunError, match=rf"^cannot write checkpoint '{path}': the disk is full; "):
         write_checkpoint({"w": torch.ones(3)}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ckpt", "a.ckpt.sha256"]
