@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from swav_plugin.host.atomic import save_yaml_atomic
 from swav_plugin.host.checkpoint_io import VerifiedCheckpointIO

@@ -3,6 +3,7 @@ entries, folders and files without permissions, nothing readable, decompression 
 
 import builtins
 import errno
+import gc
 import io
 import logging
 import os
@@ -281,7 +282,7 @@ def _all_bad(tmp_path: Path) -> tuple[Path, str]:
                   "logged 'skipped unreadable image' lines")
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, 1])
 @pytest.mark.parametrize("encoded", [False, True], ids=["decoded", "encoded"])
 def test_a_folder_with_nothing_readable_is_one_line_with_or_without_workers(tmp_path, workers,
                                                                             encoded):
@@ -291,8 +292,11 @@ def test_a_folder_with_nothing_readable_is_one_line_with_or_without_workers(tmp_
     loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=list)
     with pytest.raises(ConfigError) as err:
         next(iter(loader))
-    assert type(err.value) is NoReadableImageError
-    assert str(err.value) == message
+    kind, text = type(err.value), str(err.value)
+    del err  # its traceback holds the iterator: shut the workers down here, not in a later test
+    gc.collect()
+    assert kind is NoReadableImageError
+    assert text == message
 
 
 def test_the_one_line_survives_a_worker_traceback():
