@@ -60,8 +60,8 @@ class RunLogger(Logger):
     Args:
         save_dir: The run directory.
         resume_step: The global step of the checkpoint the run resumes from (0: a new run;
-            the rows of an existing file are then dropped). The file is opened at the first
-            row, so the runner may set this after construction, once it knows the checkpoint.
+            the rows of an existing file are then dropped); :meth:`continue_from` sets it
+            later, once the runner knows the checkpoint.
     """
 
     def __init__(self, save_dir: Path, resume_step: int = 0) -> None:
@@ -70,6 +70,13 @@ class RunLogger(Logger):
         self.resume_step = resume_step
         self._columns: list[str] | None = None  # the file's header, once it is opened
         self._last_row: str | None = None
+
+    def continue_from(self, step: int) -> None:
+        """Continue the file of a run resumed from the checkpoint of global step ``step``
+        (before the first row: the file is opened then)."""
+        if self._columns is not None:
+            raise RuntimeError("RunLogger.continue_from after the first row was written")
+        self.resume_step = step
 
     @property
     def name(self) -> str:

@@ -87,13 +87,14 @@ def _fit(recipe: dict[str, Any], method: pl.LightningModule, data: pl.LightningD
     ckpt_path = None
     if resume is not None:
         ckpt_path = resume[0]
-        trainer.logger.resume_step = resume[1].get("global_step", 0)
+        step = resume[1].get("global_step", 0)
+        trainer.logger.continue_from(step)
         own = Path(recipe["run"]["output_dir"]).absolute() / "checkpoints"
         if ckpt_path.absolute().parent == own:  # resume_from starts new tracker runs
             trackers = next(c for c in trainer.callbacks if isinstance(c, Trackers))
             ids = resume[1].get(IDS_KEY, {})
             trainer.loggers = [trainer.logger,
-                               *trackers.continue_runs(ids, trainer.logger.resume_step)]
+                               *trackers.continue_runs(ids, step)]
         trainer.strategy.checkpoint_io.preload(*resume)  # verified once, not read again
         resume = None  # no second reference: the checkpoint is freed once Lightning restored it
     try:
