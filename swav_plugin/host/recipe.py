@@ -40,8 +40,18 @@ def resolve_component(node: Any, kind: str, path: str) -> dict[str, Any]:
     return {"name": name, **resolve_kwargs(factory, kwargs, path)}
 
 
-def resolve_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path: str) -> dict:
-    """Check ``kwargs`` against ``factory``'s signature; return them with defaults filled in."""
+def resolve_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path: str,
+                   owned: Mapping[str, str] | None = None) -> dict:
+    """Check ``kwargs`` against ``factory``'s signature; return them with defaults filled in.
+
+    ``owned`` maps the parameters the runner sets itself to why: a recipe that sets one is
+    refused, and they are left out of the result.
+    """
+    owned = owned or {}
+    for key, why in owned.items():
+        if key in kwargs:
+            raise ConfigError(f"{path}.{key} cannot be set in a recipe (got "
+                              f"{shown(kwargs[key])}): {why}")
     params = _parameters(factory)
     hints = type_hints(factory)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -57,7 +67,8 @@ def resolve_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path:
             check_type(value, hints.get(key, Any), f"{path}.{key}")
             resolved[key] = value
     for key, param in params.items():
-        if key in resolved or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+        if key in resolved or key in owned or param.kind in (param.VAR_KEYWORD,
+                                                             param.VAR_POSITIONAL):
             continue
         if param.default is param.empty:
             raise ConfigError(f"{path}: missing required key '{key}' of {_describe(factory)}")

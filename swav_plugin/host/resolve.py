@@ -14,7 +14,7 @@ from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.quoting import shown
 from swav_plugin.host.recipe import resolve_component, resolve_kwargs, unknown_key_message
 from swav_plugin.host.recipe_file import SECTIONS, apply_overrides, read_recipe
-from swav_plugin.host.sections import RunOptions, check_trainer_section
+from swav_plugin.host.sections import RUNNER_OWNED_DATA, RunOptions, check_trainer_section
 
 
 def resolve(recipe: Mapping[str, Any]) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def resolve(recipe: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("recipe has no 'method' section; add e.g. 'method: swav'")
     return {
         "method": resolve_component(recipe["method"], "method", "method"),
-        "data": _resolve_data(_section(recipe, "data")),
+        "data": resolve_kwargs(DataModule, _section(recipe, "data"), "data", RUNNER_OWNED_DATA),
         "trainer": check_trainer_section(_section(recipe, "trainer")),
         "run": resolve_kwargs(RunOptions, _section(recipe, "run"), "run"),
         "callbacks": [
@@ -38,14 +38,6 @@ def resolve(recipe: Mapping[str, Any]) -> dict[str, Any]:
             for i, node in enumerate(_list_section(recipe, "loggers"))
         ],
     }
-
-
-def _resolve_data(section: Mapping[str, Any]) -> dict[str, Any]:
-    if "seed" in section:
-        raise ConfigError("data.seed: the data is seeded by run.seed; set run.seed instead")
-    resolved = resolve_kwargs(DataModule, section, "data")
-    del resolved["seed"]  # the runner passes run.seed to the DataModule
-    return resolved
 
 
 def _list_section(recipe: Mapping[str, Any], name: str) -> list[Any]:

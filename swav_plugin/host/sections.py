@@ -26,6 +26,8 @@ RUNNER_OWNED = {
               "recipe's top-level 'loggers' section",
     "callbacks": "list them in the recipe's top-level 'callbacks' section",
 }
+#: Data module arguments the runner owns.
+RUNNER_OWNED_DATA = {"seed": "the data is seeded by run.seed; set run.seed instead"}
 
 
 class RunOptions:
@@ -94,14 +96,9 @@ class RunOptions:
 
 def check_trainer_section(section: Mapping[str, Any]) -> dict[str, Any]:
     """Check the ``trainer`` section against ``pl.Trainer``'s signature and types."""
-    for key, why in RUNNER_OWNED.items():
-        if key in section:
-            raise ConfigError(
-                f"trainer.{key} cannot be set in a recipe (got {shown(section[key])}): {why}"
-            )
     group_size = section.get(GROUP_SIZE_KEY)
     lightning = {k: v for k, v in section.items() if k != GROUP_SIZE_KEY}
-    checked = resolve_kwargs(pl.Trainer, lightning, "trainer")
+    checked = resolve_kwargs(pl.Trainer, lightning, "trainer", RUNNER_OWNED)
     if group_size is not None:
         _check_group_size(group_size, section)
     for key, allowed in (("devices", "a positive number, -1 (all), 'auto' or a list of ids"),

@@ -69,6 +69,6 @@ def test_load_recipe_reads_overrides_and_resolves(tmp_path, tiny_recipe):
 def test_the_data_is_seeded_by_run_seed_alone(tiny_recipe):
     assert "seed" not in resolve(tiny_recipe)["data"]  # the runner passes run.seed
     tiny_recipe["data"]["seed"] = 3
-    with pytest.raises(ConfigError, match=r"^data\.seed: the data is seeded by run\.seed; set "
-                                          r"run\.seed instead$"):
+    with pytest.raises(ConfigError, match=r"^data\.seed cannot be set in a recipe \(got 3\): the "
+                                          r"data is seeded by run\.seed; set run\.seed instead$"):
         resolve(tiny_recipe)
