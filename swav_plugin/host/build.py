@@ -61,14 +61,18 @@ def build(
     A method's ``check_launch(datamodule, trainer_section, world_size)``, if it has one, runs
     before the Trainer is built, with ``planned_world_size`` (a dry run's launch) or the
     recipe's ``devices × num_nodes`` (``None`` when not stated as numbers): a recipe that
-    cannot run is refused before Lightning starts or anything is written. The method may
-    plan with that world size (a dry run's one device stands in for the launch).
+    cannot run is refused before Lightning starts or anything is written. A dry run's
+    ``planned_world_size`` also goes to the method's ``plan_launch(world_size)``, if it has one,
+    so that it plans for the launch its one device stands in for.
     """
     options = RunOptions(**recipe["run"])
     if options.seed is not None:
         pl.seed_everything(options.seed, workers=True, verbose=False)
     method = build_component(recipe["method"], "method")
     data = call_with_kwargs(DataModule, {**recipe["data"], "seed": options.seed}, "data")
+    plan_launch = getattr(method, "plan_launch", None)
+    if planned_world_size is not None and callable(plan_launch):
+        plan_launch(planned_world_size)
     check_launch = getattr(method, "check_launch", None)
     if callable(check_launch):
         world_size = planned_world_size or launch_world_size(recipe["trainer"])

@@ -7,8 +7,8 @@ present. It prints the shapes of every batch tensor, the time and peak memory of
 the loss, and writes nothing into the recipe's run directory.
 
 The launch's world size (``trainer.devices × trainer.num_nodes``) is handed to the method's
-``check_launch``, so that its start-up checks and learning-rate scaling are those of the real
-launch even though the rehearsal runs on one device.
+``check_launch`` and ``plan_launch``, so that its start-up checks and learning-rate scaling
+are those of the real launch even though the rehearsal runs on one device.
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ def assigned_scores(scores: Tensor, batch_size: int, loss: SwAVLoss) -> Tensor:
     Returns:
         (A·B, K) scores, crop-major.
     """
-    scores = scores.detach().float()
+    scores = scores.detach()
     num_crops = scores.shape[0] // batch_size
-    return loss.assigned(scores.view(num_crops, batch_size, -1)).flatten(0, 1)
+    return loss.assigned(scores.view(num_crops, batch_size, -1)).flatten(0, 1).float()
 
 
 def usage_entropy(assigned: Tensor, temperature: float) -> Tensor:

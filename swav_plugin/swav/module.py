@@ -6,7 +6,7 @@ when it is full) → swapped prediction loss → queue update. Around it: protot
 before every step and frozen for ``head.freeze_prototypes_iters`` optimizer steps; the
 optimiser and its schedule of :mod:`~swav_plugin.swav.training_plan`; the start-up checks of
 :mod:`~swav_plugin.swav.launch_checks`; the metrics and collapse watch of
-:mod:`~swav_plugin.swav.assignment_metrics`. About 300 lines: a third of them is the
+:mod:`~swav_plugin.swav.assignment_metrics`. Most of this file's length is the
 constructor's documentation of every recipe key, which LightningCLI shows as its help.
 
 - [0]: SwAV, 2020, https://arxiv.org/abs/2006.09882
@@ -15,7 +15,7 @@ constructor's documentation of every recipe key, which LightningCLI shows as its
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
@@ -39,6 +39,7 @@ from swav_plugin.swav.queue import (
     rank_queue_state,
 )
 from swav_plugin.swav.training_plan import (
+    OptimizerName,
     TrainingPlan,
     build_optimizer,
     build_scheduler,
@@ -92,7 +93,7 @@ class SwAV(pl.LightningModule):
         head: Annotated[SwAVHead, HEADS],
         loss: Annotated[SwAVLoss, LOSSES] | None = None,
         queue: Annotated[SwAVQueue, QUEUES] | None = None,
-        optimizer: Literal["lars", "sgd", "adamw"] = "lars",
+        optimizer: OptimizerName = "lars",
         lr: float = 0.6,
         lr_batch_size: int = 256,
         final_lr_ratio: float = 0.001,
@@ -129,9 +130,7 @@ class SwAV(pl.LightningModule):
         if queue is not None:
             exclude_from_ddp_broadcast(self, "queue")
         self._checked_batch = False
-        #: The world size of the launch this run rehearses (set by the runner's dry run, which
-        #: runs on one device); ``None``: the trainer's own world size.
-        self._launch_world_size: int | None = None  # from check_launch; None: the trainer's
+        self._planned_world_size: int | None = None  # see plan_launch
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
@@ -148,11 +147,16 @@ class SwAV(pl.LightningModule):
         width = launch_checks.backbone_width(kwargs["backbone"], path)
         return {**kwargs, "head": {**head, "input_dim": width}}
 
+    def plan_launch(self, world_size: int) -> None:
+        """Plan the batch, the learning rate and the queue for ``world_size`` processes rather
+        than the trainer's: a dry run rehearses a launch on one device."""
+        self._planned_world_size = world_size
+
     @property
     def world_size(self) -> int:
-        """Processes the global batch is spread over: the launch's that :meth:`check_launch`
-        was given (a dry run's one device stands in for it), else the trainer's."""
-        return self._launch_world_size or self.trainer.world_size
+        """Processes the global batch is spread over: the planned launch's
+        (:meth:`plan_launch`), else the trainer's."""
+        return self._planned_world_size or self.trainer.world_size
 
     def setup(self, stage: str) -> None:
         if stage != "fit":
@@ -172,9 +176,7 @@ class SwAV(pl.LightningModule):
         The runner calls this before it builds the Trainer (so that a recipe that cannot run
         fails before anything is written); :meth:`setup` again with the trainer's own values.
         ``world_size`` ``None`` (not known yet): the checks that need it wait for ``setup``.
-        A known ``world_size`` is the one the run plans with (:attr:`world_size`).
         """
-        self._launch_world_size = world_size or self._launch_world_size
         if launch_checks.check_launch(
             backbone=self.backbone, head=self.head, loss=self.loss,
             queue_length=self._queue_length, datamodule=datamodule, trainer=trainer,

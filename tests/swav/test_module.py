@@ -340,3 +340,12 @@ def test_uint8_crops_outside_the_datamodule_are_refused_in_one_line():
                          enable_model_summary=False)
     with pytest.raises(ConfigError, match="normalize_on_device"):
         trainer.fit(method, train_dataloaders=loader)
+
+
+def test_the_run_plans_with_the_trainers_world_size_unless_a_dry_run_plans_a_launch(tiny_recipe):
+    method, data, trainer = build(resolve(tiny_recipe))
+    method.trainer = trainer
+    method.check_launch(data, {}, 8)  # checks a launch; plans nothing
+    assert method.world_size == trainer.world_size == 1
+    method.plan_launch(8)
+    assert method.world_size == 8
