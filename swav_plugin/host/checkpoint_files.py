@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from swav_plugin.host.atomic import atomic_path, file_digest, write_atomic
-from swav_plugin.host.errors import ConfigError, RunError, storage_problem
+from swav_plugin.host.errors import ConfigError, storage_errors
 
 LAST = "last.ckpt"
 _STEP_NAME = re.compile(r"^step=(\d+)\.ckpt$")
@@ -73,10 +73,11 @@ def write_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     """Save ``checkpoint`` to ``path`` atomically, flushed to disk, with its SHA-256 beside it.
 
     A storage failure (a full disk, a read-only or vanished directory) raises
-    :class:`~swav_plugin.host.errors.RunError` naming the path and the cause; the checkpoints
-    written before are intact.
+    :class:`~swav_plugin.host.errors.RunError` naming the path and the cause (and the
+    checkpoints written before are intact).
     """
-    try:
+    with storage_errors("cannot write checkpoint", path,
+                        " (the checkpoints written before are intact)"):
         with atomic_path(path) as tmp:
             # through a Python file, so that a full disk is an OSError (ENOSPC) and not
             # torch's "unexpected pos"
@@ -86,9 +87,6 @@ def write_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
                 os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
             digest = file_digest(tmp)
         write_atomic(digest_path(path), lambda f: f.write(f"{digest}  {path.name}\n"))
-    except OSError as exc:
-        raise RunError(f"cannot write checkpoint {storage_problem(exc, path)} (the checkpoints "
-                       "written before are intact)") from None
     with contextlib.suppress(OSError):  # the rename itself durable (not possible everywhere)
         fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -8,6 +8,9 @@
 from __future__ import annotations
 
 import errno
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -53,3 +56,29 @@ def storage_problem(exc: OSError, path: str | Path | None = None) -> str:
     if fix is None:
         fix = f"{exc.strerror or type(exc).__name__}; check the storage there"
     return f"'{where}': {fix}"
+
+
+@contextmanager
+def storage_errors(what: str, path: str | Path | None = None, note: str = "") -> Iterator[None]:
+    """Turn an ``OSError`` inside into :class:`RunError` ``"WHAT 'PATH': cause; fix NOTE"``
+    (the path: ``path``, else the one the error names)."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunError(f"{what} {storage_problem(exc, path)}{note}") from None
+
+
+#: The line a DataLoader worker's re-raised exception ends its traceback text with.
+_WORKER_LAST_LINE = re.compile(r"^[\w.]+: (.*)$")
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line. An error raised in a DataLoader worker comes back
+    with the worker's traceback as its text; its last line (``module.Type: message``) is
+    the message."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        found = _WORKER_LAST_LINE.match(last)
+        text = found.group(1) if found else last
+    return " ".join(text.split())

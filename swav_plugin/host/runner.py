@@ -29,7 +29,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from swav_plugin.host.build import build
 from swav_plugin.host.device_checks import state_bytes
 from swav_plugin.host.dry_run import StepRecord, dry_run
-from swav_plugin.host.errors import ConfigError, RunError, storage_problem
+from swav_plugin.host.errors import ConfigError, RunError, one_line, storage_errors
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.preemption import PREEMPTED_EXIT, was_preempted
 from swav_plugin.host.registry import REGISTRIES
@@ -59,7 +59,9 @@ def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.
     try:
         check_room_for_checkpoints(out / "checkpoints", method,
                                    RunOptions(**recipe["run"]).keep_checkpoints)
-        _fit(recipe, method, data, trainer)
+        # what the writers do not name themselves (metrics.csv, recipe.yaml)
+        with storage_errors("cannot write the run"):
+            _fit(recipe, method, data, trainer)
     except ConfigError:
         # a check failed after the run directory was made: leave no empty directory behind
         if new_dir:
@@ -67,8 +69,6 @@ def run(recipe: dict[str, Any], extra_callbacks: Sequence[Callback] = ()) -> pl.
                 lock.release()
             _remove_empty_dirs(created)
         raise
-    except OSError as exc:  # what the writers do not name themselves (e.g. recipe.yaml)
-        raise RunError(f"cannot write the run {storage_problem(exc)}") from None
     finally:
         if lock is not None:
             lock.release()
@@ -181,11 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         trainer = run(recipe)
     except ConfigError as exc:
         # One line, whatever the message (some come from libraries and span lines).
-        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        message = one_line(exc)
         print(f"swav-train: error: {message}", file=sys.stderr)
         return 2
     except RunError as exc:  # TrainingStopped among them
-        print(f"swav-train: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"swav-train: error: {one_line(exc)}", file=sys.stderr)
         return 1
     out = Path(recipe["run"]["output_dir"]).resolve()
     if was_preempted(trainer):
