@@ -29,7 +29,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.zoo import batch_augment as A
-from swav_plugin.zoo.rgb import MAX_PIXELS, open_image, to_rgb
+from swav_plugin.zoo.rgb import MAX_PIXELS, open_image, to_rgb, unreadable_reason
 
 _JPEG_START = (0xFF, 0xD8, 0xFF)
 
@@ -95,10 +95,6 @@ def is_jpeg(data: Tensor) -> bool:
     return len(data) >= 3 and tuple(data[:3].tolist()) == _JPEG_START
 
 
-def _reason(exc: Exception) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
 def _open(data: bytes, max_pixels: int | None = None) -> Image.Image:
     """PIL's lazy image of a file's bytes (:func:`~swav_plugin.zoo.rgb.open_image`); an
     unknown format raises naming no buffer object."""
@@ -150,7 +146,7 @@ def decode_files(
             images[i] = _decode_with_pil(data, device)
         # PIL raises many types for a bad file (see SkippingImageFolder)
         except Exception as exc:
-            reasons[i] = _reason(exc)
+            reasons[i] = unreadable_reason(exc)
     return images, reasons
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from torchvision.datasets.folder import has_file_allowed_extension
 
-from swav_plugin.host.errors import ConfigError, RunError
+from swav_plugin.host.errors import ConfigError, RunError, storage_problem
+from swav_plugin.host.quoting import shown_path
 
 logger = logging.getLogger(__name__)
 
@@ -63,22 +64,22 @@ def _entries(root: str | Path, directory: str | Path) -> list[tuple[str, str, _K
         with os.scandir(directory) as listing:
             return [(entry.name, entry.path, _kind(entry)) for entry in listing
                     if not entry.name.startswith(".")]
-    except PermissionError:
+    except PermissionError:  # storage_problem's advice is about writing; this is reading
         raise ConfigError(
-            f"image folder '{root}': cannot list '{directory}': permission denied; let the "
-            "user who runs training read and enter it (chmod a+rx)"
+            f"image folder {shown_path(root)}: cannot list {shown_path(directory)}: permission "
+            "denied; let the user who runs training read and enter it (chmod a+rx)"
         ) from None
     except OSError as exc:
         raise RunError(
-            f"image folder '{root}': cannot list '{directory}': "
-            f"{exc.strerror or type(exc).__name__}; check the storage there"
+            f"image folder {shown_path(root)}: cannot list {storage_problem(exc, directory)}"
         ) from None
 
 
-def _leads_above(link: str, root: str | Path) -> str | None:
-    """The target of ``link`` when it is ``root`` or a directory above it, else ``None``."""
+def _leads_above(link: str, real_root: str) -> str | None:
+    """The target of ``link`` when it is ``real_root`` (a resolved path) or a directory above
+    it, else ``None``."""
     target = os.path.realpath(link)
-    return target if os.path.commonpath((target, os.path.realpath(root))) == target else None
+    return target if os.path.commonpath((target, real_root)) == target else None
 
 
 def find_classes(directory: str | Path) -> tuple[list[str], dict[str, int]]:
@@ -87,9 +88,10 @@ def find_classes(directory: str | Path) -> tuple[list[str], dict[str, int]]:
     Raises ``FileNotFoundError`` (torchvision's message) when there is none.
     """
     classes = []
+    real_root = os.path.realpath(directory)
     for name, path, kind in _entries(directory, directory):
         if kind is _Kind.DIRECTORY_LINK:
-            target = _leads_above(path, directory)
+            target = _leads_above(path, real_root)
             if target is not None:
                 logger.warning("image folder '%s': not following class folder link '%s': it "
                                "leads to '%s', the folder itself or one above it (a loop)",

@@ -14,7 +14,6 @@ import errno
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from swav_plugin.host.errors import ConfigError
+from swav_plugin.host.quoting import shown, shown_path
 from swav_plugin.zoo import image_tree
 from swav_plugin.zoo.encoded import (
     EncodedBatch,
@@ -31,34 +31,13 @@ from swav_plugin.zoo.encoded import (
     decode_resized,
     read_encoded,
 )
-from swav_plugin.zoo.rgb import MAX_PIXELS, load_rgb
+from swav_plugin.zoo.rgb import MAX_PIXELS, load_rgb, unreadable_reason
 
 logger = logging.getLogger(__name__)
 #: Errors of the storage rather than of the file (I/O error, too many open files, a stale or
 #: timed-out network file system, an interrupted call): the file is tried again next time.
 _TRANSIENT = {errno.EIO, errno.EMFILE, errno.ENFILE, errno.ESTALE, errno.ETIMEDOUT,
               errno.EAGAIN, errno.EINTR}
-
-
-class NoReadableImageError(ConfigError):
-    """No file of an image folder can be read: one line, also from a DataLoader worker.
-
-    DataLoader raises a worker's exception again in the main process as its type called with
-    the worker's whole traceback as text, whose last line is ``module.Type: message``; this
-    error keeps that message alone, so that it reads as it does without workers.
-    """
-
-    def __init__(self, message: str) -> None:
-        own = f"{type(self).__module__}.{type(self).__qualname__}: "
-        lines = [line.removeprefix(own) for line in message.splitlines() if line.startswith(own)]
-        super().__init__(lines[-1] if lines else message)
-
-
-def _reason(exc: Exception) -> str:
-    """Why a file could not be read, in one line."""
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 class SkippingImageFolder(torchvision.datasets.ImageFolder):
@@ -87,7 +66,7 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
 
     For a run's summary, in the main process: :attr:`skipped_count` (files found unreadable so
     far, each counted once) and :meth:`skipped_paths`. ``__getitem__`` raises
-    :class:`NoReadableImageError` (a ``ConfigError``) when no file in the folder can be read.
+    :class:`~swav_plugin.host.errors.ConfigError` when no file in the folder can be read.
     """
 
     def __init__(
@@ -97,12 +76,12 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
         target_transform: Callable[[int], Any] | None = None,
         max_pixels: int | None = MAX_PIXELS,
     ) -> None:
-        if max_pixels is not None and (
-            isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
-        ):
+        # a recipe's value is type-checked (int or None) before it comes here
+        if max_pixels is not None and max_pixels < 1:
             raise ConfigError(
-                f"image folder '{root}': max_pixels must be a positive whole number of pixels "
-                f"or null (no limit), got {max_pixels!r}; e.g. max_pixels: {MAX_PIXELS}"
+                f"image folder {shown_path(root)}: max_pixels must be a positive whole number of "
+                f"pixels or null (no limit), got {shown(max_pixels)}; e.g. max_pixels: "
+                f"{MAX_PIXELS}"
             )
         self.max_pixels = max_pixels
         super().__init__(
@@ -118,21 +97,10 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
         unreadable-file flags: a file found unreadable through either is skipped by both."""
         return EncodedImageFolder(self)
 
-    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
-        """The class folders (:func:`~swav_plugin.zoo.image_tree.find_classes`)."""
-        return image_tree.find_classes(directory)
-
-    @staticmethod
-    def make_dataset(
-        directory: str | Path,
-        class_to_idx: dict[str, int],
-        extensions: tuple[str, ...] | None = None,
-        is_valid_file: Callable[[str], bool] | None = None,
-        allow_empty: bool = False,
-    ) -> list[tuple[str, int]]:
-        """The samples (:func:`~swav_plugin.zoo.image_tree.make_dataset`)."""
-        return image_tree.make_dataset(directory, class_to_idx, extensions, is_valid_file,
-                                       allow_empty)
+    #: The class folders (:func:`~swav_plugin.zoo.image_tree.find_classes`).
+    find_classes = staticmethod(image_tree.find_classes)
+    #: The samples (:func:`~swav_plugin.zoo.image_tree.make_dataset`).
+    make_dataset = staticmethod(image_tree.make_dataset)
 
     def mark_unreadable(self, index: int, reason: str) -> None:
         """Flag sample ``index`` as unreadable (logged once, then skipped): for a file whose
@@ -165,14 +133,14 @@ class SkippingImageFolder(torchvision.datasets.ImageFolder):
             # PIL's decoders raise many types (OSError, SyntaxError, ValueError, struct.error,
             # DecompressionBombError, ...), varying with the format and the Pillow version.
             except Exception as exc:
-                reason = _reason(exc)
+                reason = unreadable_reason(exc)
                 if isinstance(exc, OSError) and exc.errno in _TRANSIENT:
                     # the storage failed, not the file: skip it this time only
                     logger.warning("could not read image %s this time: %s", path, reason)
                     continue
                 self.mark_unreadable(i, reason)
-        raise NoReadableImageError(
-            f"image folder '{self.root}': none of its {count} image files can be read; "
+        raise ConfigError(
+            f"image folder {shown_path(self.root)}: none of its {count} image files can be read; "
             "see the logged 'skipped unreadable image' lines"
         )
 

@@ -71,8 +71,9 @@ def torchvision_backbone(model: str, **kwargs: Any) -> nn.Module:
     if name is None:
         raise ConfigError(f"torchvision model '{model}' has no linear classifier to remove; "
                           "pick a classification model")
-    classifier = network.get_submodule(name)
-    parent = network.get_submodule(name.rpartition(".")[0])
-    setattr(parent, name.rpartition(".")[2], nn.Identity())
+    parent_name, _, attribute = name.rpartition(".")
+    parent = network.get_submodule(parent_name)
+    classifier = getattr(parent, attribute)
+    setattr(parent, attribute, nn.Identity())
     network.num_features = classifier.in_features
     return network

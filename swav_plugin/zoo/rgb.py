@@ -1,4 +1,8 @@
-"""Any image file as 8-bit RGB pixels, as a viewer shows it."""
+"""Any image file as 8-bit RGB pixels, as a viewer shows it.
+
+Importing this module silences PIL's ``DecompressionBombWarning`` in the process: the
+``max_pixels`` limit of :func:`open_image` replaces it.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,17 @@ _WHITE = (255, 255, 255, 255)
 #: while a PNG of a few kilobytes can claim billions.
 MAX_PIXELS = 1024**3 // 4 // 3
 
+# max_pixels (or the choice of none) stands in for PIL's warning of a decompression bomb,
+# which Image.open gives before open_image can refuse the image
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """Why an image file could not be read, in one line."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
 
 def open_image(
     file: str | os.PathLike[str] | IO[bytes], max_pixels: int | None = MAX_PIXELS
@@ -28,10 +43,7 @@ def open_image(
     ``Image.MAX_IMAGE_PIXELS``), and whatever PIL raises for a file whose header it cannot
     read.
     """
-    with warnings.catch_warnings():
-        # max_pixels (or the choice of none) stands in for PIL's warning, one per such file
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = Image.open(file)
+    image = Image.open(file)
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         image.close()

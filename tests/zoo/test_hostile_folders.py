@@ -8,7 +8,9 @@ import io
 import logging
 import os
 import struct
-import warnings
+import subprocess
+import sys
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -17,13 +19,17 @@ import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from swav_plugin.host.errors import ConfigError, RunError
+from swav_plugin.host.errors import ConfigError, RunError, one_line
+from swav_plugin.host.recipe import resolve_component
 from swav_plugin.host.registry import DATASETS
 from swav_plugin.zoo import image_tree
-from swav_plugin.zoo.images import NoReadableImageError, SkippingImageFolder
+from swav_plugin.zoo.images import SkippingImageFolder
 from swav_plugin.zoo.rgb import MAX_PIXELS, open_image
 
 LOGGERS = ("swav_plugin.zoo.images", "swav_plugin.zoo.image_tree")
+# swav_plugin.zoo.rgb silences PIL's bomb warning when imported, a filter pytest drops after
+# collecting; test_pils_bomb_warning_is_not_shown_even_when_warnings_are_errors checks it
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 
 
 def _png(path: Path, value: int = 0, size: tuple[int, int] = (4, 4)) -> str:
@@ -292,21 +298,21 @@ def test_a_folder_with_nothing_readable_is_one_line_with_or_without_workers(tmp_
     loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=list)
     with pytest.raises(ConfigError) as err:
         next(iter(loader))
-    kind, text = type(err.value), str(err.value)
+    kind, text = type(err.value), one_line(err.value)  # the line the command-line tools print
     del err  # its traceback holds the iterator: shut the workers down here, not in a later test
     gc.collect()
-    assert kind is NoReadableImageError
+    assert kind is ConfigError
     assert text == message
 
 
 def test_the_one_line_survives_a_worker_traceback():
     line = "image folder 'x': none of its 2 image files can be read; see the logs"
-    wrapped = ("Caught NoReadableImageError in DataLoader worker process 1.\n"
+    wrapped = ("Caught ConfigError in DataLoader worker process 1.\n"
                "Original Traceback (most recent call last):\n"
-               '  File "images.py", line 1, in read\n    raise NoReadableImageError(\n'
-               f"swav_plugin.zoo.images.NoReadableImageError: {line}\n")
-    assert str(NoReadableImageError(wrapped)) == line
-    assert str(NoReadableImageError(line)) == line
+               '  File "images.py", line 1, in read\n    raise ConfigError(\n'
+               f"swav_plugin.host.errors.ConfigError: {line}\n")
+    assert one_line(ConfigError(wrapped)) == line
+    assert one_line(ConfigError(line)) == line
 
 
 # --- decompression bombs: max_pixels ---------------------------------------------------------
@@ -346,13 +352,33 @@ def test_a_bomb_is_refused_by_its_header_at_the_default_limit(tmp_path, caplog, 
     bomb = write(root / "a" / f"0_bomb.{'png' if write is _png_header else 'jpg'}", 10_000, 10_000)
     folder = _folder(root)
     assert folder.max_pixels == MAX_PIXELS == Image.MAX_IMAGE_PIXELS
-    with caplog.at_level(logging.WARNING, logger="swav_plugin.zoo.images"), \
-            warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with caplog.at_level(logging.WARNING, logger="swav_plugin.zoo.images"):
         index = folder.encoded()[0][0].index if encoded else folder.read(0, folder.loader)[2]
     assert index == 1
     assert _lines(caplog) == [
         f"skipped unreadable image {bomb}: {_bomb_reason(10_000, 10_000, MAX_PIXELS)}"]
+
+
+def test_pils_bomb_warning_is_not_shown_even_when_warnings_are_errors(tmp_path):
+    # in a process of its own: pytest drops the warning filters a module sets on import
+    bomb = _png_header(tmp_path / "bomb.png", 10_000, 10_000)
+    code = textwrap.dedent(f"""
+        import warnings
+        from PIL import Image
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        from swav_plugin.zoo.rgb import open_image
+        try:
+            open_image({bomb!r})
+        except Image.DecompressionBombError as exc:
+            print(f"DecompressionBombError: {{exc}}")
+        with open_image({bomb!r}, max_pixels=None) as image:
+            print(image.size)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [_bomb_reason(10_000, 10_000, MAX_PIXELS),
+                                        "(10000, 10000)"]
 
 
 def test_the_default_limit_lets_its_own_size_through_and_refuses_one_pixel_more(tmp_path):
@@ -371,11 +397,11 @@ def test_max_pixels_none_sets_no_limit_and_comes_through_the_registry(tmp_path):
     assert DATASETS.create("image_folder", root=str(tmp_path), max_pixels=100).max_pixels == 100
     assert _folder(root, max_pixels=None)[0][0].size == (11, 10)
     assert _folder(root, max_pixels=110)[0][0].size == (11, 10)
-    with pytest.raises(NoReadableImageError):
+    with pytest.raises(ConfigError, match="none of its 1 image files can be read"):
         _folder(root, max_pixels=109)[0]
 
 
-@pytest.mark.parametrize("value", [0, -5, True, 1.5, "big"])
+@pytest.mark.parametrize("value", [0, -5])
 def test_max_pixels_must_be_a_positive_whole_number(tmp_path, value):
     root = _tree(tmp_path / "train", {"a/0.png": 0})
     with pytest.raises(ConfigError) as err:
@@ -384,6 +410,17 @@ def test_max_pixels_must_be_a_positive_whole_number(tmp_path, value):
         f"image folder '{root}': max_pixels must be a positive whole number of pixels or null "
         f"(no limit), got {value!r}; e.g. max_pixels: 89478485"
     )
+
+
+@pytest.mark.parametrize("value, kind", [(True, "bool"), (1.5, "float"), ("big", "str")])
+def test_a_recipe_max_pixels_that_is_no_whole_number_is_refused_naming_it(tmp_path, value,
+                                                                          kind):
+    _tree(tmp_path / "train", {"a/0.png": 0})
+    node = {"name": "image_folder", "root": str(tmp_path), "max_pixels": value}
+    with pytest.raises(ConfigError) as err:
+        resolve_component(node, "dataset", "data.dataset")
+    assert str(err.value) == (
+        f"data.dataset.max_pixels: expected int or None, got {value!r} ({kind})")
 
 
 def test_the_listing_keeps_torchvisions_order(tmp_path):
