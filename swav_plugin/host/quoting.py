@@ -1,11 +1,14 @@
 """How an error message quotes what a user wrote: on one short line, however large it is.
 
 A recipe value can be a megabyte long; an error message that names it must still be one line a
-person can read, so every value a message quotes goes through :func:`shown`.
+person can read, so every value a message quotes goes through :func:`shown`. A message that
+refuses a name suggests the closest valid one with :func:`close_match_hint`.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +45,11 @@ def shown_path(path: str | Path) -> str:
     """``'PATH'``: in full, unless it is longer than any path a file system resolves."""
     text = str(path)
     return f"'{text}'" if len(text) <= PATH_LIMIT else shown(text)
+
+
+def close_match_hint(word: Any, valid: Iterable[str]) -> str:
+    """``; did you mean 'NAME'?`` for the name in ``valid`` closest to ``word``, or ``""`` when
+    none is close."""
+    # YAML reads keys such as ``1:`` or ``on:`` as numbers and booleans: no name is close
+    close = difflib.get_close_matches(word, list(valid), n=1) if isinstance(word, str) else []
+    return f"; did you mean '{close[0]}'?" if close else ""

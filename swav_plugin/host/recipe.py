@@ -12,7 +12,6 @@ backbone), so that those are stated too.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import types
 import typing
@@ -20,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Union
 
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.quoting import shown
+from swav_plugin.host.quoting import close_match_hint, shown
 from swav_plugin.host.registry import REGISTRIES, Registry
 from swav_plugin.host.type_checks import check_type, coerce_number, is_plain, to_plain
 
@@ -54,12 +53,13 @@ def resolve_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], path:
                               f"{shown(kwargs[key])}): {why}")
     params = _parameters(factory)
     hints = type_hints(factory)
+    kinds = _kinds_in(hints)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     resolved: dict[str, Any] = {}
-    kinds = component_kinds(factory)
     for key, value in kwargs.items():
         if key not in params and not accepts_any:
-            raise ConfigError(unknown_key_message(path, key, list(params), _describe(factory)))
+            valid = [k for k in params if k not in owned]  # a recipe sets none of them
+            raise ConfigError(unknown_key_message(path, key, valid, _describe(factory)))
         if key in kinds and value is not None:
             resolved[key] = resolve_component(value, kinds[key], f"{path}.{key}")
         else:
@@ -119,12 +119,12 @@ def _parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if p.kind is not p.VAR_POSITIONAL}
 
 
-def type_hints(factory: Callable[..., Any], extras: bool = False) -> dict[str, Any]:
-    """The resolved type hints of a component's constructor (``{}`` when they cannot be);
-    with ``extras``, ``Annotated`` hints keep their metadata."""
+def type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved type hints of a component's constructor, ``Annotated`` metadata kept
+    (``{}`` when they cannot be resolved)."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
-        return typing.get_type_hints(target, include_extras=extras)
+        return typing.get_type_hints(target, include_extras=True)
     except (NameError, TypeError):  # unresolvable forward references: check nothing, not guess
         return {}
 
@@ -132,8 +132,13 @@ def type_hints(factory: Callable[..., Any], extras: bool = False) -> dict[str, A
 def component_kinds(factory: Callable[..., Any]) -> dict[str, str]:
     """The parameters of ``factory`` annotated with a registry (``Annotated[T, REGISTRY]``,
     optional or not), each with its registry's kind."""
+    return _kinds_in(type_hints(factory))
+
+
+def _kinds_in(hints: Mapping[str, Any]) -> dict[str, str]:
+    """:func:`component_kinds` of the factory whose :func:`type_hints` are ``hints``."""
     kinds = {}
-    for key, hint in type_hints(factory, extras=True).items():
+    for key, hint in hints.items():
         registry = _registry_in(hint)
         if registry is not None:
             kinds[key] = registry.kind
@@ -154,8 +159,6 @@ def _describe(factory: Callable[..., Any]) -> str:
 
 def unknown_key_message(path: str, key: Any, valid: Sequence[str], owner: str = "") -> str:
     """``PATH: unknown key 'KEY'; did you mean ...? valid keys of OWNER: ...``."""
-    # YAML reads keys such as ``1:`` or ``on:`` as numbers and booleans
-    close = difflib.get_close_matches(key, list(valid), n=1) if isinstance(key, str) else []
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = close_match_hint(key, valid)
     of = f" of {owner}" if owner else ""
     return f"{path}: unknown key {shown(key)}{hint} valid keys{of}: {', '.join(valid)}"

@@ -13,7 +13,9 @@ limits of :mod:`swav_plugin.host.recipe_yaml`; an override ``key=value`` is held
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,21 @@ import yaml
 
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.quoting import SHOWN_LIMIT, shown, shown_path
-from swav_plugin.host.recipe_yaml import MAX_VALUES, RefusedYAML, load_yaml
+from swav_plugin.host.recipe_yaml import (
+    MAX_VALUES,
+    InvalidYAML,
+    RefusedYAML,
+    count_values,
+    load_yaml,
+)
 
 SECTIONS = ("method", "data", "trainer", "run", "callbacks", "loggers")
 
 #: The largest recipe file, and the largest override: recipes are a few kilobytes.
 MAX_BYTES = 1 << 20
 
-_TOO_LARGE = (f"more than the 1 MiB ({MAX_BYTES:,} bytes) a recipe may hold; keep large data "
-              "in files that the recipe names")
-_SURROGATE = re.compile("[\ud800-\udfff]")  # what undecodable command-line bytes become
+_TOO_LARGE = (f"more than the {MAX_BYTES / 2**20:g} MiB ({MAX_BYTES:,} bytes) a recipe may hold; "
+              "keep large data in files that the recipe names")
 _LONG_QUOTE = re.compile(f"'([^']{{{SHOWN_LIMIT},}})'|\"([^\"]{{{SHOWN_LIMIT},}})\"")
 
 
@@ -40,13 +47,13 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     limits of size, values, nesting and integers."""
     path = Path(path)
     name = f"recipe {shown_path(path)}"
-    data = _read_bytes(path)
-    text = _decode(data, name)
+    data, size = _read_bytes(path)
+    text = _text(data, size, name, from_file=True)
     try:
         recipe = load_yaml(text)
     except RefusedYAML as exc:
         where = _where(exc.problem_mark.line, exc.problem_mark.column)
-        raise ConfigError(f"{name} at {where}: {exc.problem}; {exc.note}") from None
+        raise ConfigError(_refused_message(name, exc, f" at {where}")) from None
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_error_message(name, exc, text)) from None
     if not isinstance(recipe, dict):
@@ -54,35 +61,61 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     return recipe
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path) -> tuple[bytes, int]:
+    """The first ``MAX_BYTES + 1`` bytes of the file at ``path``, and its size."""
     try:
-        if not path.is_file():
-            raise ConfigError(f"recipe file {shown_path(path)} does not exist; pass the path of "
-                              "a YAML recipe")
-        with path.open("rb") as file:
+        # Without O_NONBLOCK, opening a named pipe would wait for a writer before it is refused
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"recipe file {shown_path(path)} is not a file; pass the path "
+                                  "of a YAML recipe")
             data = file.read(MAX_BYTES + 1)  # not more: the file may be huge or still growing
-            size = max(len(data), path.stat().st_size)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ConfigError(f"recipe file {shown_path(path)} does not exist; pass the path of a "
+                          "YAML recipe") from None
     except OSError as exc:
         raise ConfigError(f"recipe file {shown_path(path)} cannot be read: "
                           f"{exc.strerror or exc}; pass the path of a readable YAML recipe"
                           ) from None
+    return data, max(len(data), info.st_size)
+
+
+def _text(data: bytes, size: int, name: str, from_file: bool) -> str:
+    """``data`` (all of ``name``'s ``size`` bytes, or the first of them) as text: refused past
+    :data:`MAX_BYTES` and where it is not UTF-8."""
     if size > MAX_BYTES:
-        raise ConfigError(f"recipe {shown_path(path)} is {size:,} bytes, {_TOO_LARGE}")
-    return data
-
-
-def _decode(data: bytes, name: str) -> str:
+        raise ConfigError(f"{name} is {size:,} bytes, {_TOO_LARGE}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        if from_file:
+            lines = data.count(b"\n", 0, exc.start) + 1
+            line, fix = f" (line {lines})", "save the file as UTF-8"
+        else:
+            line, fix = "", "pass it as UTF-8"
         raise ConfigError(f"{name} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
-                          f"{exc.start:,} (line {line}) is not valid UTF-8; save the file as "
-                          "UTF-8") from None
+                          f"{exc.start:,}{line} is not valid UTF-8; {fix}") from None
+
+
+def _override_bytes(item: str) -> bytes:
+    """The bytes of the command-line argument that Python decoded as ``item``."""
+    try:
+        return item.encode("utf-8", "surrogateescape")  # undecodable bytes back as they came
+    except UnicodeEncodeError:
+        # Only a caller, not a command line, passes another surrogate: its surrogatepass bytes
+        # are not UTF-8 either, so it is refused all the same
+        return item.encode("utf-8", "surrogatepass")
 
 
 def _where(line: int, column: int) -> str:
     return f"line {line + 1}, column {column + 1}"
+
+
+def _refused_message(name: str, exc: RefusedYAML, at: str = "") -> str:
+    """The line for what the loader refuses in ``name``; ``at`` says where, in a file."""
+    invalid = " is not valid YAML" if isinstance(exc, InvalidYAML) else ""
+    return f"{name}{invalid}{at}: {exc.problem}; {exc.note}"
 
 
 def _yaml_error_message(name: str, exc: yaml.YAMLError, text: str) -> str:
@@ -93,20 +126,9 @@ def _yaml_error_message(name: str, exc: yaml.YAMLError, text: str) -> str:
         line = text.count("\n", 0, exc.position)
         at = f" at {_where(line, exc.position - start)}"
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    tag = re.search(r"constructor for the tag (['\"])(.*)\1$", problem)
-    if tag:
-        tag_name = tag.group(2).replace("tag:yaml.org,2002:", "!!")
-        problem = (
-            f"the tag {shown(tag_name)} is not allowed; a recipe holds plain YAML values only "
-            "(mappings, lists, strings, numbers, booleans, null)"
-        )
-    elif problem.startswith("duplicate key"):
-        problem += " (YAML would silently keep the last one); keep one"
-    else:
-        # PyYAML quotes anchors, aliases and tag handles in full
-        problem = _LONG_QUOTE.sub(lambda m: shown(m.group(1) or m.group(2)), problem)
-        problem += "; fix the YAML syntax there"
-    return f"{name} is not valid YAML{at}: {problem}"
+    # PyYAML quotes anchors, aliases and tag handles in full
+    problem = _LONG_QUOTE.sub(lambda m: shown(m.group(1) or m.group(2)), problem)
+    return f"{name} is not valid YAML{at}: {problem}; fix the YAML syntax there"
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -117,12 +139,13 @@ def apply_overrides(recipe: dict[str, Any], overrides: Sequence[str]) -> dict[st
         name = f"override {shown(item)}"
         if not sep or not key:
             raise ConfigError(f"{name} must look like section.key=value")
-        _check_override_text(item, name)
+        data = _override_bytes(item)
+        _text(data, len(data), name, from_file=False)
         parts = key.split(".")
         try:
             value = load_yaml(raw, depth=len(parts))
         except RefusedYAML as exc:
-            raise ConfigError(f"{name}: {exc.problem}; {exc.note}") from None
+            raise ConfigError(_refused_message(name, exc)) from None
         except yaml.YAMLError:
             raise ConfigError(f"{name}: the value is not valid YAML") from None
         node = recipe
@@ -132,43 +155,16 @@ def apply_overrides(recipe: dict[str, Any], overrides: Sequence[str]) -> dict[st
                 child = {"name": child}
             elif child is None:
                 child = {}
-            elif not isinstance(child, dict):
+            elif isinstance(child, dict):
+                child = dict(child)  # an alias shares it with other keys, which keep their value
+            else:
                 where = ".".join(parts[: depth + 1])
                 raise ConfigError(f"{name}: {shown(where)} is {shown(child)}, not a mapping")
             node[part] = child
             node = child
         node[parts[-1]] = value
-    if overrides and _count_values(recipe) > MAX_VALUES:
+    if overrides and count_values(recipe) > MAX_VALUES:
         raise ConfigError(f"the overrides bring the recipe to more than {MAX_VALUES:,} values; "
                           f"a recipe holds at most {MAX_VALUES:,}: override fewer or smaller "
                           "values")
     return recipe
-
-
-def _check_override_text(item: str, name: str) -> None:
-    bad = _SURROGATE.search(item)
-    if bad:
-        offset = len(item[: bad.start()].encode("utf-8"))
-        code = ord(bad.group())
-        what = (f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF
-                else f"character U+{code:04X}")
-        raise ConfigError(f"{name} is not UTF-8 text: {what} at offset {offset:,} is not valid "
-                          "UTF-8; pass it as UTF-8")
-    size = len(item.encode("utf-8"))
-    if size > MAX_BYTES:
-        raise ConfigError(f"{name} is {size:,} bytes, {_TOO_LARGE}")
-
-
-def _count_values(value: Any) -> int:
-    """The values in ``value``, keys included, as :mod:`.recipe_yaml` counts them, up to one
-    past :data:`MAX_VALUES` (shared lists and mappings count once per use)."""
-    count, pending = 0, [value]
-    while pending and count <= MAX_VALUES:
-        item = pending.pop()
-        count += 1
-        if isinstance(item, dict):
-            count += len(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return count

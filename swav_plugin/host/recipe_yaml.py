@@ -8,7 +8,8 @@ recursion; an integer can have more digits than Python will convert; and some te
 PyYAML fail with a Python error instead of a YAML one (``!!int abc``, ``"\\UFFFFFFFF"``, a
 ``%YAML`` version of 5,000 digits). :func:`load_yaml` counts each value once per use of an
 alias while it composes the document and stops at the first limit it passes, so reading takes
-time in proportion to what it accepts; it turns each of those failures into a YAML error.
+time in proportion to what it accepts; it turns each of those failures into a YAML error. A
+key given twice or a tag without a safe constructor is an :class:`InvalidYAML`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,27 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RefusedYAML(yaml.MarkedYAMLError):
-    """Valid YAML that a recipe cannot hold: ``problem`` says what, ``note`` the fix."""
+    """YAML that a recipe cannot hold: ``problem`` says what, ``note`` the fix."""
+
+
+class InvalidYAML(RefusedYAML):
+    """YAML that is no recipe's at all, rather than past a limit: a key given twice (which the
+    YAML spec forbids) or a tag the safe loader has no constructor for (``!!python/...``)."""
+
+
+def count_values(value: Any) -> int:
+    """The values in ``value``, keys included, as :func:`load_yaml` counts them (shared lists
+    and mappings once per use); it stops counting soon past :data:`MAX_VALUES`."""
+    count, pending = 0, [value]
+    while pending and count <= MAX_VALUES:
+        item = pending.pop()
+        count += 1
+        if isinstance(item, dict):
+            count += len(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return count
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -102,11 +123,22 @@ class _RecipeLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode):
                 if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {shown(key_node.value)}",
-                        key_node.start_mark)
+                    raise InvalidYAML(
+                        problem=f"duplicate key {shown(key_node.value)} (YAML would silently "
+                                "keep the last one)",
+                        problem_mark=key_node.start_mark,
+                        note="keep one")
                 seen.add(key_node.value)
         return node
+
+    def construct_undefined(self, node: yaml.Node) -> Any:
+        # Any tag the safe loader has no constructor for: ``!!python/object/apply``, ``!local``
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise InvalidYAML(
+            problem=f"the tag {shown(tag)} is not allowed",
+            problem_mark=node.start_mark,
+            note="a recipe holds plain YAML values only (mappings, lists, strings, numbers, "
+                 "booleans, null)")
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -148,16 +180,22 @@ class _RecipeLoader(yaml.SafeLoader):
         digits = sum(c in _HEX_DIGITS for c in text)
         # Counted before converting: int() of many digits is slow or refused, and sexagesimal
         # ``1:2:3...`` multiplies without bound.
-        value = super().construct_yaml_int(node) if digits <= 64 else None
-        if value is None or not INT_MIN <= value <= INT_MAX:
-            raise RefusedYAML(
-                problem=f"an integer of {digits:,} digits, too large for 64 bits",
-                problem_mark=node.start_mark,
-                note=f"write a number from {INT_MIN} to {INT_MAX}")
+        if digits > 64:
+            raise _too_large(digits, node.start_mark)
+        value = super().construct_yaml_int(node)
+        if not INT_MIN <= value <= INT_MAX:
+            raise _too_large(digits, node.start_mark)
         return value
 
 
+# The loader calls the constructors in this table, not its methods of the same names
 _RecipeLoader.add_constructor(_INT_TAG, _RecipeLoader.construct_yaml_int)
+_RecipeLoader.add_constructor(None, _RecipeLoader.construct_undefined)
+
+
+def _too_large(digits: int, mark: yaml.Mark) -> RefusedYAML:
+    return RefusedYAML(problem=f"an integer of {digits:,} digits, too large for 64 bits",
+                       problem_mark=mark, note=f"write a number from {INT_MIN} to {INT_MAX}")
 
 
 def load_yaml(text: str, depth: int = 0) -> Any:

@@ -13,12 +13,11 @@ suggests the closest one.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from swav_plugin.host.errors import ConfigError
-from swav_plugin.host.quoting import shown
+from swav_plugin.host.quoting import close_match_hint, shown
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,8 +69,7 @@ class Registry:
 
     def _unknown_message(self, name: str) -> str:
         valid = ", ".join(self.names()) or "(none registered)"
-        close = difflib.get_close_matches(name, self.names(), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = close_match_hint(name, self.names())
         return f"unknown {self.kind} {shown(name)}{hint} registered {self.kind}s: {valid}"
 
     def __contains__(self, name: object) -> bool:

@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.quoting import shown
@@ -65,6 +65,8 @@ def _matches(value: Any, tp: Any) -> bool:
     if tp is Any or tp is inspect.Parameter.empty:
         return True
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:  # its metadata (a registry, say) says nothing of the value's type
+        return _matches(value, args[0])
     if origin in (Union, types.UnionType):
         return any(_matches(value, a) for a in args)
     if origin is Literal:
@@ -98,6 +100,8 @@ def _matches(value: Any, tp: Any) -> bool:
 
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return _type_name(args[0])
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args)
     if origin is Literal:

@@ -16,7 +16,6 @@ the official code does, instead of one per crop.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ from PIL import Image, ImageFilter
 from torch import Tensor
 from torchvision import transforms as T
 
+from swav_plugin.host.quoting import close_match_hint
 from swav_plugin.host.registry import COLLATES, TRANSFORMS
 from swav_plugin.swav.gpu_multicrop import GPUMultiCrop
 from swav_plugin.zoo import batch_augment as A
@@ -137,8 +137,7 @@ class MultiCropTransform:
         valid = (*_GROUP_KEYS, *defaults)
         for key in group:
             if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
+                hint = close_match_hint(key, valid)
                 raise ValueError(
                     f"crops[{index}]: unknown key '{key}'{hint} valid keys: {', '.join(valid)}"
                 )

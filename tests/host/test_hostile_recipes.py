@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.registry import BACKBONES
 from swav_plugin.host.resolve import load_recipe
 from swav_plugin.host.runner import main
+from swav_plugin.host.sections import RUNNER_OWNED_DATA
 from swav_plugin.swav.head import SwAVHead
 
 #: The most a refusal may take. Each takes well under a second; the margin is for a busy
@@ -89,9 +90,10 @@ def add(dotted: str, key: Any, value: Any) -> Maker:
     return make
 
 
-def keys_of(factory: Callable[..., Any]) -> str:
-    """``module.Name: key, key, ...`` as an unknown-key message lists a factory's keys."""
-    keys = [k for k in inspect.signature(factory).parameters if k != "self"]
+def keys_of(factory: Callable[..., Any], owned: Collection[str] = ()) -> str:
+    """``module.Name: key, key, ...`` as an unknown-key message lists a factory's keys, less
+    those the runner ``owned``."""
+    keys = [k for k in inspect.signature(factory).parameters if k not in ("self", *owned)]
     return f"{factory.__module__}.{factory.__qualname__}: {', '.join(keys)}"
 
 
@@ -254,7 +256,8 @@ CASES: dict[str, Case] = {
         "valid !!timestamp value, or quote it as a string without a tag"),
     # -- keys YAML reads as something other than a string -----------------------------------
     "number as a key": Case(
-        add("data", 1, 2), f"data: unknown key 1 valid keys of {keys_of(DataModule)}"),
+        add("data", 1, 2), f"data: unknown key 1 valid keys of "
+                              f"{keys_of(DataModule, RUNNER_OWNED_DATA)}"),
     "'on' as a section": Case(
         text("method: swav\non: {}\n"),
         "recipe: unknown key True valid keys: method, data, trainer, run, callbacks, loggers"),
@@ -281,7 +284,7 @@ CASES: dict[str, Case] = {
     "unknown key of 100,000 characters": Case(
         put("data." + "k" * 100_000, 1),
         f"data: unknown key '{'k' * 56}…' (100,000 characters) valid keys of "
-        f"{keys_of(DataModule)}"),
+        f"{keys_of(DataModule, RUNNER_OWNED_DATA)}"),
     "unknown section of 100,000 characters": Case(
         put("s" * 100_000, {}),
         f"recipe: unknown key '{'s' * 56}…' (100,000 characters) valid keys: method, data, "

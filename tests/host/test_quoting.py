@@ -2,7 +2,13 @@
 
 import pytest
 
-from swav_plugin.host.quoting import PATH_LIMIT, SHOWN_LIMIT, shown, shown_path
+from swav_plugin.host.quoting import (
+    PATH_LIMIT,
+    SHOWN_LIMIT,
+    close_match_hint,
+    shown,
+    shown_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,3 +46,9 @@ def test_paths_are_quoted_in_full_up_to_the_longest_a_file_system_takes():
     long = "/" + "d" * (PATH_LIMIT - 1)
     assert shown_path(long) == f"'{long}'"
     assert shown_path(long + "d") == "'/" + "d" * 57 + "…' (4,097 characters)"
+
+
+def test_a_hint_names_the_closest_valid_name_if_any_is_close():
+    assert close_match_hint("batchsize", ["seed", "batch_size"]) == "; did you mean 'batch_size'?"
+    assert close_match_hint("zzz", ["seed", "batch_size"]) == ""
+    assert close_match_hint(1, ["1", "seed"]) == ""  # YAML reads ``1:`` as a number

@@ -51,6 +51,18 @@ def test_unknown_key_that_is_not_a_string():
         "recipe: unknown key True valid keys: method")
 
 
+def test_keys_the_runner_owns_are_neither_valid_keys_nor_suggested():
+    def widget(size: int = 1, seed: int | None = None) -> None:
+        return None
+
+    with pytest.raises(ConfigError) as err:
+        resolve_kwargs(widget, {"sed": 1}, "w", owned={"seed": "set run.seed instead"})
+    assert str(err.value) == (
+        f"w: unknown key 'sed' valid keys of {widget.__module__}.{widget.__qualname__}: size")
+    with pytest.raises(ConfigError, match=r"^w\.seed cannot be set in a recipe \(got 1\): set "):
+        resolve_kwargs(widget, {"seed": 1}, "w", owned={"seed": "set run.seed instead"})
+
+
 def test_unknown_component_name_suggests(tiny_recipe):
     tiny_recipe["method"]["backbone"]["name"] = "resnet18_cifr"
     with pytest.raises(ConfigError, match=r"method.backbone: unknown backbone 'resnet18_cifr'; "

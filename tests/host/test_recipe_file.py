@@ -1,5 +1,7 @@
 """Reading recipe files and applying command-line overrides."""
 
+import os
+
 import pytest
 import yaml
 
@@ -45,6 +47,28 @@ def test_override_value_that_is_not_yaml(tiny_recipe):
     assert str(err.value) == "override 'data.batch_size=[1': the value is not valid YAML"
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("data.x={a: 1, a: 2}", "override 'data.x={a: 1, a: 2}' is not valid YAML: duplicate key 'a' "
+                             "(YAML would silently keep the last one); keep one"),
+     ("data.x=!!python/name:os.system ''",
+      "override \"data.x=!!python/name:os.system ''\" is not valid YAML: the tag "
+      "'!!python/name:os.system' is not allowed; a recipe holds plain YAML values only "
+      "(mappings, lists, strings, numbers, booleans, null)")],
+)
+def test_override_value_that_no_recipe_holds_is_named(tiny_recipe, override, expected):
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(tiny_recipe, [override])
+    assert str(err.value) == expected
+
+
+def test_override_changes_only_the_key_it_names_not_one_sharing_its_alias(tmp_path):
+    path = write(tmp_path, "data: {transform: &t {name: multicrop, k: 1}, collate: *t}\n")
+    recipe = apply_overrides(read_recipe(path), ["data.transform.k=2"])
+    assert recipe["data"] == {"transform": {"name": "multicrop", "k": 2},
+                              "collate": {"name": "multicrop", "k": 1}}
+
+
 def test_override_key_may_be_as_deep_as_a_recipe_nests():
     recipe: dict = {}
     apply_overrides(recipe, [".".join(["k"] * 50) + "=1"])
@@ -56,6 +80,21 @@ def test_override_key_may_be_as_deep_as_a_recipe_nests():
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         read_recipe(tmp_path / "nope.yaml")
+
+
+def test_a_directory_is_not_a_recipe(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        read_recipe(tmp_path)
+    assert str(err.value) == (f"recipe file '{tmp_path}' cannot be read: Is a directory; pass the "
+                              "path of a readable YAML recipe")
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    os.mkfifo(path)
+    with pytest.raises(ConfigError) as err:
+        read_recipe(path)
+    assert str(err.value) == f"recipe file '{path}' is not a file; pass the path of a YAML recipe"
 
 
 def test_yaml_syntax_error_gives_line(tmp_path):

@@ -8,7 +8,9 @@ from swav_plugin.host.recipe_yaml import (
     INT_MIN,
     MAX_DEPTH,
     MAX_VALUES,
+    InvalidYAML,
     RefusedYAML,
+    count_values,
     load_yaml,
 )
 
@@ -82,9 +84,31 @@ def test_a_node_that_ends_before_its_alias_is_no_recursion():
 
 
 def test_repeated_key_is_a_yaml_error_at_the_second():
-    with pytest.raises(yaml.constructor.ConstructorError) as err:
+    with pytest.raises(InvalidYAML) as err:
         load_yaml("a: 1\nb: {c: 1}\na: 2\n")
-    assert (err.value.problem, err.value.problem_mark.line) == ("duplicate key 'a'", 2)
+    assert isinstance(err.value, yaml.YAMLError)
+    assert (err.value.problem, err.value.problem_mark.line) == (
+        "duplicate key 'a' (YAML would silently keep the last one)", 2)
+    assert err.value.note == "keep one"
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [("!!python/object/apply:os.system [ls]", "'!!python/object/apply:os.system'"),
+     ("a: !local {b: 1}", "'!local'"),
+     ("- !<tag:example.com,2024:x> 1", "'tag:example.com,2024:x'")],
+)
+def test_a_tag_without_a_safe_constructor_is_refused(text, tag):
+    with pytest.raises(InvalidYAML) as err:
+        load_yaml(text)
+    assert err.value.problem == f"the tag {tag} is not allowed"
+
+
+@pytest.mark.parametrize(("uses", "accepted"), [(97, True), (98, False)])
+def test_values_are_counted_as_the_loader_counts_them(uses, accepted):
+    assert count_values({"a": [1, 2], "b": {"c": None}}) == 9
+    text = f"a: &a {flat_list(101)}\nb: [{', '.join(['*a'] * uses)}]\n"
+    assert (count_values(yaml.safe_load(text)) <= MAX_VALUES) == accepted
 
 
 def test_a_second_document_is_a_yaml_error():

@@ -1,7 +1,7 @@
 """Recipe values checked against type hints."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 
@@ -36,6 +36,9 @@ def test_wrong_type_is_named(tiny_recipe, section, key, value, expected):
         ("auto", Literal[1, 2] | None, "k: expected one of 1, 2 or None, got 'auto' (str)"),
         (3, Path, "k: expected Path, got 3 (int)"),
         ("w" * 100, float, f"k: expected float, got '{'w' * 60}…' (100 characters) (str)"),
+        (1.5, Annotated[int, "metadata"], "k: expected int, got 1.5 (float)"),
+        ("x", Annotated[list[int], "metadata"] | None,
+         "k: expected a list of int or None, got 'x' (str)"),
     ],
 )
 def test_check_type_names_the_expected_type_and_the_value(value, annotation, expected):
@@ -46,7 +49,8 @@ def test_check_type_names_the_expected_type_and_the_value(value, annotation, exp
 
 @pytest.mark.parametrize(
     ("value", "annotation"),
-    [(1, float), (None, int | None), ([1, 2], tuple[int, ...]), ("runs", Path), ("x", object)],
+    [(1, float), (None, int | None), ([1, 2], tuple[int, ...]), ("runs", Path), ("x", object),
+     (3, Annotated[int, "metadata"]), (None, Annotated[Path, "metadata"] | None)],
 )
 def test_check_type_accepts_what_fits(value, annotation):
     check_type(value, annotation, "k")
@@ -57,6 +61,7 @@ def test_coerce_number_reads_yaml_1_1_floats_only_where_a_float_fits():
     assert coerce_number("1e-6", float | None) == 1e-6
     assert coerce_number("1e-6", str) == "1e-6"
     assert coerce_number("abc", float) == "abc"
+    assert coerce_number("1e-6", Annotated[float, "metadata"]) == 1e-6
 
 
 def test_plain_values_are_copied_as_yaml_writes_them():
