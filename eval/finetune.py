@@ -57,7 +57,8 @@ from swav_plugin.evaluation.label_subsets import (
 from swav_plugin.evaluation.linear import linear_probe
 from swav_plugin.evaluation.pretrained import Pretrained
 from swav_plugin.evaluation.supervised import best_and_last
-from swav_plugin.host.errors import ConfigError, RunError, storage_problem
+from swav_plugin.host.checkpoint_files import CheckpointError, read_checkpoint
+from swav_plugin.host.errors import ConfigError
 
 LINEAR_ROW = "linear_probe"
 
@@ -113,11 +114,14 @@ def resume_path(directory: Path, settings: dict[str, Any], fresh: bool) -> Path 
     last = directory / "last.ckpt"
     if fresh or not last.is_file():
         return None
+    not_resumable = f"'{last}' is not a fine-tuning checkpoint that can be resumed"
     try:
-        saved = torch.load(last, map_location="cpu", weights_only=True)["protocol_settings"]
-    except Exception as exc:  # a torn or foreign file: say which, keep it
-        raise ConfigError(f"'{last}' is not a fine-tuning checkpoint that can be resumed "
-                          f"({type(exc).__name__}: {exc}); pass --fresh to start over") from None
+        saved = read_checkpoint(last).get("protocol_settings")
+    except CheckpointError as exc:  # torn or foreign: say which, keep it
+        raise ConfigError(f"{not_resumable} ({exc}); pass --fresh to start over") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{not_resumable} (it records no fine-tuning settings); pass --fresh "
+                          "to start over")
     if saved != settings:
         key = next(k for k in (*settings, *saved) if saved.get(k) != settings.get(k))
         raise ConfigError(
@@ -146,15 +150,8 @@ def evaluate(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     resume = resume_path(directory, model.settings, args.fresh)
     if resume:
         print(f"resuming {variant} from {resume}")
-    try:
-        cli.fit_protocol(args, model, loaders, resume, sync_batchnorm=True,
-                         enable_checkpointing=True, callbacks=[epoch_checkpoint(directory)])
-    except OSError as exc:
-        if exc.errno is None:  # not the storage (e.g. an image PIL cannot read): as raised
-            raise
-        where = exc.filename or directory / "last.ckpt"
-        raise RunError(f"fine-tuning '{variant}' stopped: {storage_problem(exc, where)}") \
-            from None
+    cli.fit_protocol(args, model, loaders, resume, sync_batchnorm=True,
+                     enable_checkpointing=True, callbacks=[epoch_checkpoint(directory)])
     return {**best_and_last(model.history), "epochs": args.epochs, "images": len(train),
             "subset": how,
             "global_batch": model.global_batch, "batch_size_per_device": args.batch_size,

@@ -2,10 +2,12 @@
 
 Each numeric or device argument is parsed by a ``type=`` function that refuses a bad value
 with the value, the problem and the fix; :class:`ToolParser` turns every argument error into
-a one-line :class:`ConfigError` (exit status 2, as the tools' other bad inputs). The
-directories a tool writes to are tried (created with a temporary file, then removed again)
-before any feature is extracted: a path that cannot be written is found in seconds, not after
-an hour of extraction.
+a one-line :class:`ConfigError` (exit status 2, as the tools' other bad inputs). Whether the
+machine has the ``--accelerator`` and ``--devices`` a protocol trains on is judged as for
+swav-train (:func:`~swav_plugin.host.device_checks.check_devices_present`). The directories a
+tool writes to are tried (created with a temporary file, then removed again) before any
+feature is extracted, so that a path that cannot be written is refused before the work whose
+result it would hold.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import NoReturn
 
 import torch
 
+from swav_plugin.host.device_checks import LaunchNames, check_devices_present, uses_cpu
 from swav_plugin.host.errors import ConfigError, storage_problem
 
 #: The seeds Lightning and NumPy accept.
@@ -29,8 +32,12 @@ SEED_RANGE = (0, 2**32 - 1)
 #: Lightning's precision names (``transformer-engine`` left out: it needs a package of its own).
 PRECISIONS = ("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true",
               "16-mixed", "bf16-mixed")
-#: The accelerators the tools train on (``gpu`` is Lightning's name for ``cuda``).
+#: The accelerators the tools train on (``gpu`` is Lightning's name for ``cuda``, or for
+#: ``mps`` on a Mac).
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+#: The training tools' names for the launch settings: no override starts more CPU ranks.
+TOOL_NAMES = LaunchNames(accelerator="--accelerator", devices="--devices",
+                         use_cpu="pass --accelerator cpu", all_gpus="auto", override=None)
 
 
 class ToolParser(argparse.ArgumentParser):
@@ -94,11 +101,6 @@ def batches(text: str) -> float:
     return value
 
 
-def _no_gpu(what: str, text: str) -> argparse.ArgumentTypeError:
-    return argparse.ArgumentTypeError(f"'{text}' needs a CUDA GPU, and torch finds none on this "
-                                      f"machine; pass {what} cpu (or auto)")
-
-
 def device(text: str) -> str:
     """``--device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, present on this
     machine."""
@@ -113,7 +115,8 @@ def device(text: str) -> str:
                                          "cuda:N or mps")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise _no_gpu("--device", text)
+            raise argparse.ArgumentTypeError(f"'{text}' needs a CUDA GPU, and torch finds none "
+                                             "on this machine; pass --device cpu (or auto)")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
             raise argparse.ArgumentTypeError(
@@ -127,12 +130,11 @@ def device(text: str) -> str:
 
 
 def accelerator(text: str) -> str:
-    """``--accelerator``: one of :data:`ACCELERATORS`, present on this machine."""
+    """``--accelerator``: one of :data:`ACCELERATORS`; ``mps`` only where Apple's backend is
+    (the GPUs are judged with ``--devices``: :func:`check_training_devices`)."""
     if text not in ACCELERATORS:
         raise argparse.ArgumentTypeError(f"'{text}' is not an accelerator the tools train on; "
                                          f"give one of {', '.join(ACCELERATORS)}")
-    if text in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise _no_gpu("--accelerator", text)
     if text == "mps" and not torch.backends.mps.is_available():
         raise argparse.ArgumentTypeError("'mps' needs Apple's MPS backend, which this machine "
                                          "lacks; pass --accelerator cpu (or auto)")
@@ -149,24 +151,24 @@ def devices(text: str) -> str:
                                      "number of 1 or more, or GPU indices such as 0,1")
 
 
+def lightning_devices(text: str) -> int | list[int] | str:
+    """``--devices`` (checked by :func:`devices`) as Lightning takes it: ``auto``, a number,
+    or a list of GPU indices."""
+    if text == "auto":
+        return text
+    return int(text) if text.isdigit() else [int(p) for p in text.split(",")]
+
+
 def check_training_devices(args: argparse.Namespace) -> None:
-    """Refuse ``--devices`` that the chosen ``--accelerator`` does not have."""
-    gpu = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto"
-                                                  and torch.cuda.is_available())
-    if args.devices == "auto":
-        return
-    if not gpu:
-        if not args.devices.isdigit():
-            raise ConfigError(f"--devices {args.devices}: GPU indices, but training runs on the "
-                              "CPU; give a number of processes or auto")
-        return
-    count = torch.cuda.device_count()
-    found = f"--devices {args.devices}: torch finds {count} CUDA GPU(s) on this machine"
-    if args.devices.isdigit():
-        if int(args.devices) > count:
-            raise ConfigError(f"{found}; give at most {count} (or auto)")
-    elif max(int(p) for p in args.devices.split(",")) >= count:
-        raise ConfigError(f"{found}, numbered from 0; give indices below {count} (or auto)")
+    """Refuse an ``--accelerator`` and ``--devices`` this machine cannot train on: GPUs it
+    lacks, more CPU ranks than its cores or memory hold (swav-train's check), or GPU indices
+    where training runs on the CPU."""
+    section = {"accelerator": args.accelerator, "devices": lightning_devices(args.devices)}
+    if isinstance(section["devices"], list) and uses_cpu(section):
+        raise ConfigError(f"--devices {args.devices}: GPU indices, but training runs on the "
+                          "CPU; give a number of processes or auto")
+    # the model is not loaded yet: the memory check counts each rank's floor alone
+    check_devices_present(section, names=TOOL_NAMES)
 
 
 def check_directory(directory: Path, argument: str) -> None:

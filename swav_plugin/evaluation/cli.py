@@ -31,6 +31,7 @@ from swav_plugin.evaluation.arguments import (
     check_output_file,
     device,
     devices,
+    lightning_devices,
     number,
     whole,
 )
@@ -39,8 +40,9 @@ from swav_plugin.evaluation.features import features_of
 from swav_plugin.evaluation.pretrained import Pretrained, load_pretrained, raw_pixels
 from swav_plugin.evaluation.supervised import ValidatedClassifier, train_transform
 from swav_plugin.host.atomic import save_json_atomic
+from swav_plugin.host.checkpoint_io import VerifiedCheckpointIO
 from swav_plugin.host.dataset_views import TransformedDataset
-from swav_plugin.host.errors import ConfigError, RunError, storage_problem
+from swav_plugin.host.errors import ConfigError, RunError, one_line, storage_errors
 from swav_plugin.host.recipe import build_component
 
 
@@ -201,14 +203,14 @@ def fit_protocol(
     **trainer_options: Any,
 ) -> None:
     """Train ``model`` for ``--epochs`` with Lightning, validating after every epoch; resumed
-    from ``ckpt_path`` when given."""
-    count = int(args.devices) if str(args.devices).isdigit() else args.devices
+    from ``ckpt_path`` when given. Checkpoints are written and read verified
+    (:class:`VerifiedCheckpointIO`): a storage failure is a :class:`RunError` naming the file."""
     limit = args.limit_train_batches
     options = {"logger": False, "enable_checkpointing": False, **trainer_options}
     try:
         trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator,
-                             devices=count, precision=args.precision,
-                             enable_model_summary=False,
+                             devices=lightning_devices(args.devices), precision=args.precision,
+                             enable_model_summary=False, plugins=[VerifiedCheckpointIO()],
                              limit_train_batches=int(limit) if limit > 1 else limit,
                              num_sanity_val_steps=0, **options)
         with warnings.catch_warnings():
@@ -258,10 +260,8 @@ def finish_args(
 def write_result(path: Path, write: Callable[[Path], None]) -> None:
     """``write(path)``; a storage failure (a full disk) becomes a one-line :class:`RunError`
     naming ``path`` (the writers are atomic: the file is left as it was)."""
-    try:
+    with storage_errors("result not written:", path):
         write(path)
-    except OSError as exc:
-        raise RunError(f"result not written: {storage_problem(exc, path)}") from None
 
 
 def run_tool(name: str, body: Callable[[], int]) -> int:
@@ -270,6 +270,5 @@ def run_tool(name: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except (ConfigError, RunError) as exc:
-        # one line even when a message quotes a library's many-line text
-        print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{name}: error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1

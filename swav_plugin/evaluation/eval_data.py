@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from torch.utils.data import Dataset
 
 from swav_plugin.evaluation.label_subsets import labels_of
@@ -34,17 +33,17 @@ def evaluation_data(
     another ``dataset.name`` starts that data set's node afresh."""
     section: dict[str, Any] = copy.deepcopy(dict(data or {}))
     for item in items:
-        key, sep, value = item.partition("=")
+        key, sep, _ = item.partition("=")
         if not sep:
             loaded = read_recipe(item)
             section = copy.deepcopy(loaded["data"] if isinstance(loaded.get("data"), dict)
                                     else loaded)
             continue
-        current = section.get("dataset")
-        current = current.get("name") if isinstance(current, dict) else current
-        if key == "dataset.name" and yaml.safe_load(value) != current:
-            section["dataset"] = {}
+        before = _dataset_name(section)
         apply_overrides(section, [item])
+        after = _dataset_name(section)
+        if key == "dataset.name" and after != before:
+            section["dataset"] = {"name": after}  # the old data set's settings do not apply
     dataset = section.get("dataset")
     if not dataset:
         raise ConfigError(
@@ -53,6 +52,11 @@ def evaluation_data(
         )
     section["dataset"] = resolve_component(dataset, "dataset", "--data dataset")
     return section
+
+
+def _dataset_name(section: Mapping[str, Any]) -> Any:
+    dataset = section.get("dataset")
+    return dataset.get("name") if isinstance(dataset, dict) else dataset
 
 
 def dataset_from_recipe(recipe: dict[str, Any], split: str) -> Dataset:
@@ -100,7 +104,7 @@ def labelled_splits(recipe: dict[str, Any], splits: Sequence[str]) -> list[Datas
     Every split must exist, its labels must index its classes (no unlabelled -1), and all the
     splits must list the same classes: label ``i`` then means one class in each.
     """
-    for split in splits:  # every name before any build: a large image folder takes minutes
+    for split in splits:  # every name before any build: building a large image folder is slow
         check_split(recipe, split)
     datasets = [dataset_from_recipe(recipe, split) for split in splits]
     where = _where(recipe["data"]["dataset"])
@@ -152,7 +156,3 @@ def eval_transform_node(recipe: dict[str, Any]) -> dict[str, Any]:
             node[key] = train[key]
     return resolve_component(node, "transform", "transform")
 
-
-def eval_transform_from_recipe(recipe: dict[str, Any]) -> Any:
-    """Centre-crop transform at the recipe's largest crop size with its normalisation."""
-    return build_component(eval_transform_node(recipe), "transform")

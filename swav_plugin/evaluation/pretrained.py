@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from torch import Tensor, nn
 
 from swav_plugin.evaluation.eval_data import eval_transform_node, evaluation_data
-from swav_plugin.evaluation.weights import read_tensors, weights_from
+from swav_plugin.evaluation.weights import misfit, read_tensors, weights_from
 from swav_plugin.host.atomic import file_digest
 from swav_plugin.host.checkpoint_files import NotACheckpoint
 from swav_plugin.host.errors import ConfigError
 from swav_plugin.host.plugins import load_plugins
 from swav_plugin.host.recipe import build_component
+from swav_plugin.host.rng import seeded
 from swav_plugin.host.training_checkpoint import foreign_content
 
 
@@ -75,13 +75,20 @@ def raw_pixels(recipe: dict[str, Any]) -> RawPixels:
     return RawPixels(3 * size * size)
 
 
-def rebuild(path: Path, checkpoint: dict[str, Any], random_init: bool, seed: int) -> Pretrained:
-    """The method of a swav-train ``checkpoint`` (read from ``path``), from its recipe."""
+def backbone_name(method_node: Mapping[str, Any]) -> Any:
+    """The backbone a method node names (its ``backbone``: a name or a node)."""
+    backbone = method_node.get("backbone")
+    return backbone.get("name") if isinstance(backbone, dict) else backbone
+
+
+def rebuild(path: Path, checkpoint: dict[str, Any], random_init: bool, seed: int) -> nn.Module:
+    """The method of a swav-train ``checkpoint`` (read from ``path``), from its recipe, with
+    its weights unless ``random_init`` (then initialised from ``seed``)."""
     node = checkpoint["recipe"]["method"]
     load_plugins()
-    pl.seed_everything(seed, verbose=False)
     try:
-        method = build_component(node, "method")
+        with seeded(seed):  # the random initialisation of a baseline, repeatable
+            method = build_component(node, "method")
     except ConfigError as exc:
         raise ConfigError(
             f"checkpoint '{path}' was trained with method '{node['name']}', which cannot be "
@@ -92,10 +99,16 @@ def rebuild(path: Path, checkpoint: dict[str, Any], random_init: bool, seed: int
         raise ConfigError(f"checkpoint '{path}': method '{node['name']}' has no backbone to "
                           "evaluate; the eval tools need a method with a 'backbone'")
     if not random_init:
-        check_weights_fit(path, node, method.state_dict(), checkpoint["state_dict"])
+        problem = misfit(method.state_dict(), checkpoint["state_dict"])
+        if problem:
+            raise ConfigError(
+                f"checkpoint '{path}': its weights do not fit the architecture its recipe names "
+                f"(method '{node['name']}', backbone '{backbone_name(node)}'): {problem}; the "
+                "recipe inside the checkpoint was edited or the weights come from another "
+                "model: use the checkpoint as swav-train wrote it"
+            )
         method.load_state_dict(checkpoint["state_dict"])
-    init = f"random:{seed}" if random_init else "trained"
-    return Pretrained(method.eval(), copy.deepcopy(checkpoint["recipe"]), path, init)
+    return method.eval()
 
 
 #: What the eval tools read, said when a file is none of it.
@@ -121,45 +134,13 @@ def load_pretrained(
         raise ConfigError(f"{exc.problem}; {READABLE}") from None
     if foreign_content(content):
         method, node = weights_from(content, metadata, path, arch, random_init, seed)
-        init = f"random:{seed}" if random_init else "trained"
-        pretrained = Pretrained(method, {"method": node, "data": {}}, path, init)
+        recipe = {"method": node, "data": {}}
     else:
-        pretrained = rebuild(path, content, random_init, seed)
-        backbone = pretrained.recipe["method"].get("backbone")
-        name = backbone.get("name") if isinstance(backbone, dict) else backbone
+        method = rebuild(path, content, random_init, seed)
+        recipe = copy.deepcopy(content["recipe"])
+        name = backbone_name(recipe["method"])
         if arch is not None and arch != name:
             raise ConfigError(f"--arch {arch}: '{path}' is a swav-train checkpoint whose recipe "
                               f"names backbone '{name}'; leave --arch out")
-    pretrained.recipe["data"] = evaluation_data(pretrained.recipe.get("data"), data, path)
-    return pretrained
-
-
-def _shape(value: Any) -> str:
-    return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
-
-
-def check_weights_fit(
-    path: Path, node: dict[str, Any], expected: Mapping[str, Tensor], found: Mapping[str, Any]
-) -> None:
-    """Refuse weights that do not fit the method ``node`` builds, counted in one line (a strict
-    ``load_state_dict`` lists every key on a line of its own)."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    # an empty buffer is one a module sizes when it loads (the SwAV queue): any shape fits it
-    mismatched = [k for k in expected if k in found and expected[k].numel()
-                  and _shape(found[k]) != _shape(expected[k])]
-    if not (missing or unexpected or mismatched):
-        return
-    examples = ([f"'{k}' is {_shape(found[k])} in the file, {_shape(expected[k])} in the model"
-                 for k in mismatched[:1]]
-                + [f"'{k}' is missing" for k in missing[:1]]
-                + [f"'{k}' is unexpected" for k in unexpected[:1]])
-    backbone = node.get("backbone")
-    backbone = backbone.get("name") if isinstance(backbone, dict) else backbone
-    raise ConfigError(
-        f"checkpoint '{path}': its weights do not fit the architecture its recipe names (method "
-        f"'{node['name']}', backbone '{backbone}'): {len(missing)} missing, "
-        f"{len(unexpected)} unexpected and {len(mismatched)} mismatched keys (e.g. "
-        f"{examples[0]}); the recipe inside the checkpoint was edited or the weights come from "
-        "another model: use the checkpoint as swav-train wrote it"
-    )
+    recipe["data"] = evaluation_data(recipe.get("data"), data, path)
+    return Pretrained(method, recipe, path, f"random:{seed}" if random_init else "trained")

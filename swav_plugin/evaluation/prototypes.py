@@ -10,7 +10,6 @@ used prototypes, so that a person can see what a cluster means. PNGs are written
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,14 +175,11 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    _pyplot().close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` through a temporary file and a rename (none left behind on failure)."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    """Write ``fig`` to ``path`` as a PNG through a temporary file and a rename (none left
+    behind on failure), and close it."""
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        _pyplot().close(fig)

@@ -113,20 +113,33 @@ def official_head(head: Mapping[str, Tensor]) -> SwAVHead:
     return SwAVHead(input_dim, hidden, output_dim, counts or 1, freeze_prototypes_iters=0)
 
 
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
+
+
+def misfit(expected: Mapping[str, Tensor], found: Mapping[str, Any]) -> str | None:
+    """How the state dict ``found`` fails to fit ``expected`` (a module's), counted in one
+    phrase naming the first bad key (a strict ``load_state_dict`` lists every key on a line of
+    its own); ``None`` when it fits."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    # an empty buffer is one a module sizes when it loads (the SwAV queue): any shape fits it
+    mismatched = [k for k in expected if k in found and expected[k].numel()
+                  and _shape(found[k]) != _shape(expected[k])]
+    if not (missing or unexpected or mismatched):
+        return None
+    first = (f"'{mismatched[0]}' is {_shape(found[mismatched[0]])} in the file, "
+             f"{_shape(expected[mismatched[0]])} in the model" if mismatched else
+             f"'{missing[0]}' is missing" if missing else f"'{unexpected[0]}' is unexpected")
+    return (f"{len(missing)} missing, {len(unexpected)} unexpected and {len(mismatched)} "
+            f"mismatched keys (e.g. {first})")
+
+
 def load_into(module: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
     """``module.load_state_dict(state)``, refused in one line naming the first bad key."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        first = (f"'{mismatched[0]}' is {tuple(state[mismatched[0]].shape)} in the file, "
-                 f"{tuple(expected[mismatched[0]].shape)} in the model" if mismatched else
-                 f"'{missing[0]}' is missing" if missing else f"'{unexpected[0]}' is unexpected")
-        raise ConfigError(
-            f"the weights do not fit {what}: {len(missing)} missing, {len(unexpected)} "
-            f"unexpected and {len(mismatched)} mismatched keys (e.g. {first}); check --arch"
-        )
+    problem = misfit(module.state_dict(), state)
+    if problem:
+        raise ConfigError(f"the weights do not fit {what}: {problem}; check --arch")
     module.load_state_dict(state)
 
 

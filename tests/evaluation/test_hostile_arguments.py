@@ -21,15 +21,19 @@ from swav_plugin.evaluation import arguments, features
 from swav_plugin.evaluation.cache import FeatureCache
 from swav_plugin.evaluation.knn import knn_accuracy
 from swav_plugin.evaluation.label_subsets import read_subset_file
-from swav_plugin.host import atomic
+from swav_plugin.host import atomic, device_checks
 from swav_plugin.host.errors import ConfigError, RunError
-from tests.evaluation.tools import ROOT, TOOLS, save
+from tests.evaluation.tools import ROOT, error_line, run, save
 
 #: What the storage errors say (swav_plugin.host.errors.storage_problem).
 IN_THE_WAY = "a file is in the way of a directory there; choose another path"
 NOT_A_DIRECTORY = "a part of the path is a file, not a directory; choose another path"
 FULL = "the disk is full; free space there or choose another directory"
 NO_GPU = "needs a CUDA GPU, and torch finds none on this machine"
+#: What the training tools say of a GPU accelerator on a machine without one
+#: (swav_plugin.host.device_checks, in the tools' option names).
+NO_GPU_TO_TRAIN = ("but no GPU is available on this machine (torch.cuda.device_count() is 0); "
+                   "pass --accelerator cpu, or run on a machine with a GPU")
 
 
 @pytest.fixture
@@ -47,25 +51,6 @@ def nothing_runs(monkeypatch):
 
     monkeypatch.setattr(features, "extract_features", started)
     monkeypatch.setattr(pl.Trainer, "fit", started)
-
-
-def run(capsys, tool: str, checkpoint: Path, *args: str) -> tuple[int, str, str]:
-    """``tool``'s ``main`` on ``checkpoint`` in this process: (status, stdout, stderr)."""
-    capsys.readouterr()
-    status = TOOLS[tool]([str(checkpoint), *(str(a) for a in args)])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def error_line(capsys, tool: str, checkpoint: Path, *args: str, status: int = 2) -> str:
-    """The one error line of a run of ``tool`` that must end with ``status``, without its
-    ``TOOL: error:`` prefix (progress bars before it are ignored)."""
-    got, _, err = run(capsys, tool, checkpoint, *args)
-    assert got == status, err[-3000:]
-    assert "Traceback" not in err and err.count(": error: ") == 1, err[-3000:]
-    line = err.rstrip("\n").splitlines()[-1]
-    assert line.startswith(f"{tool}: error: "), err[-3000:]
-    return line.removeprefix(f"{tool}: error: ")
 
 
 def no_gpu(monkeypatch, count: int = 0) -> None:
@@ -179,9 +164,8 @@ def test_cuda_without_a_gpu_is_refused(capsys, monkeypatch, checkpoint, nothing_
 
 @pytest.mark.parametrize(("tool", "args", "message"), [
     ("linear", ["--mode", "standard", "--accelerator", "gpu"],
-     f"argument --accelerator: 'gpu' {NO_GPU}; pass --accelerator cpu (or auto)"),
-    ("finetune", ["--accelerator", "cuda"],
-     f"argument --accelerator: 'cuda' {NO_GPU}; pass --accelerator cpu (or auto)"),
+     f"--accelerator: 'gpu' {NO_GPU_TO_TRAIN}"),
+    ("finetune", ["--accelerator", "cuda"], f"--accelerator: 'cuda' {NO_GPU_TO_TRAIN}"),
     ("finetune", ["--accelerator", "tpu"],
      "argument --accelerator: 'tpu' is not an accelerator the tools train on; give one of auto, "
      "cpu, gpu, cuda, mps"),
@@ -211,15 +195,37 @@ def test_mps_without_apples_backend_is_refused(capsys, monkeypatch, checkpoint, 
      "argument --device: 'cuda:1' does not exist: torch finds 1 CUDA GPU(s) on this machine, "
      "numbered from 0; pass --device cuda:N with N below 1"),
     ("finetune", ["--accelerator", "gpu", "--devices", "2"],
-     "--devices 2: torch finds 1 CUDA GPU(s) on this machine; give at most 1 (or auto)"),
+     "--devices: 2 GPUs asked for but this machine has 1; set --devices to at most 1 (or auto: "
+     "all of them)"),
     ("linear", ["--mode", "standard", "--devices", "0,3"],
-     "--devices 0,3: torch finds 1 CUDA GPU(s) on this machine, numbered from 0; give indices "
-     "below 1 (or auto)"),
+     "--devices: GPU 3 asked for but this machine has 1, numbered from 0; set --devices to "
+     "indices below 1 (or auto: all of them)"),
 ])
 def test_more_gpus_than_the_machine_has_are_refused(capsys, monkeypatch, checkpoint,
                                                     nothing_runs, tool, args, message):
     no_gpu(monkeypatch, count=1)
     assert error_line(capsys, tool, checkpoint, *args) == message
+
+
+@pytest.mark.parametrize(("tool", "args"), [
+    ("finetune", ["--accelerator", "cpu", "--devices", "64"]),
+    ("linear", ["--mode", "standard", "--accelerator", "cpu", "--devices", "64"]),
+])
+def test_more_cpu_ranks_than_cores_are_refused(capsys, monkeypatch, checkpoint, nothing_runs,
+                                               tool, args):
+    monkeypatch.setattr(device_checks, "available_cores", lambda: 2)
+    assert error_line(capsys, tool, checkpoint, *args) == (
+        "--devices: 64 CPU ranks asked for, but this machine has 2 cores (each CPU device is a "
+        "process); set --devices to at most 2")  # no recipe override to suggest
+
+
+def test_gpu_is_apples_mps_where_lightning_says_so(monkeypatch):
+    no_gpu(monkeypatch)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert arguments.accelerator("gpu") == "gpu"
+    arguments.check_training_devices(SimpleNamespace(accelerator="gpu", devices="auto"))
+    with pytest.raises(ConfigError, match=f"^--accelerator: 'cuda' {re.escape(NO_GPU_TO_TRAIN)}$"):
+        arguments.check_training_devices(SimpleNamespace(accelerator="cuda", devices="auto"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="refuses cuda only without a GPU")
@@ -386,15 +392,18 @@ def test_a_full_disk_while_writing_a_result_is_one_line(capsys, monkeypatch, ear
 
 
 def test_a_full_disk_while_fine_tuning_is_one_line(capsys, monkeypatch, earlier, checkpoint):
-    def full(*args, **kwargs):
+    def full(obj, file, *args, **kwargs):  # the disk fills while last.ckpt is written
+        file.write(b"PK\x03\x04")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pl.Trainer, "save_checkpoint", full)
+    monkeypatch.setattr(torch, "save", full)
     line = error_line(capsys, "finetune", checkpoint, "--epochs", "1", "--limit-train-batches",
                       "1", status=1)
     last = earlier / "finetune_10pct" / "pretrained" / "last.ckpt"
-    assert line == f"fine-tuning 'pretrained' stopped: '{last}': {FULL}"
+    assert line == (f"cannot write checkpoint '{last}': {FULL} (the checkpoints written before "
+                    "are intact)")
     assert (earlier / "finetune_10pct.json").read_text() == '{"earlier": true}'
+    assert not last.parent.exists() or not any(last.parent.iterdir())  # nothing half-written
 
 
 def test_a_full_disk_while_caching_features_warns_and_evaluates(capsys, monkeypatch, earlier,

@@ -82,6 +82,11 @@ def test_data_naming_an_unknown_dataset(capsys, content, tmp_path):
     assert "--data dataset" in line and "imagenet22k" in line
 
 
+def test_data_value_that_its_tag_cannot_read(capsys, content, tmp_path):
+    line = fails(capsys, "knn", save(content, tmp_path), "--data", "dataset.name=!!int abc")
+    assert "override 'dataset.name=!!int abc'" in line and "'abc' cannot be read as !!int" in line
+
+
 @pytest.mark.parametrize(("edit", "expected"), [
     (lambda c: c["recipe"]["method"].update(backbone={"name": "resnet50"}),
      r"backbone 'resnet50'\): \d+ missing, 0 unexpected and \d+ mismatched keys \(e\.g\. "
@@ -189,7 +194,8 @@ def test_fine_tuning_resumes_only_a_run_of_the_same_settings(capsys, content, tm
                          "start over")
     assert last.read_bytes() == kept
     assert TOOLS["finetune"]([*first, "--lr", "0.5", "--fresh"]) == 0  # replaced, not versioned
-    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
+    # its SHA-256 beside it, for the resume to verify
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
     assert torch.load(last, weights_only=True)["protocol_settings"]["lr"] == 0.5
     kept = last.read_bytes()
     last.write_bytes(kept[: len(kept) // 2])

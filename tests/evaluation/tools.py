@@ -39,16 +39,35 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+def run(capsys, tool: str, checkpoint: Path, *args: Any) -> tuple[int, str, str]:
+    """``tool``'s ``main`` on ``checkpoint`` in this process: (status, stdout, stderr)."""
+    capsys.readouterr()
+    status = TOOLS[tool]([str(checkpoint), *(str(a) for a in args)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def error_line(capsys, tool: str, checkpoint: Path, *args: Any, status: int = 2,
+               alone: bool = False) -> str:
+    """The one error line of a run of ``tool`` that must end with ``status``, without its
+    ``TOOL: error:`` prefix; progress bars before it are ignored unless ``alone`` (then it
+    must be all of stderr)."""
+    got, _, err = run(capsys, tool, checkpoint, *args)
+    assert got == status, err[-3000:]
+    assert "Traceback" not in err and err.count(": error: ") == 1, err[-3000:]
+    lines = err.rstrip("\n").splitlines()
+    assert not alone or len(lines) == 1, err[-3000:]
+    assert lines[-1].startswith(f"{tool}: error: "), err[-3000:]
+    return lines[-1].removeprefix(f"{tool}: error: ")
+
+
 def fails(capsys, tool: str, checkpoint: Path, *args: str) -> str:
-    """Run ``tool`` on ``checkpoint`` beside earlier results; its one error line."""
+    """Run ``tool`` on ``checkpoint`` beside earlier results; its one error line, all of
+    stderr (exit status 2)."""
     eval_dir = checkpoint.parent.parent / "eval"
     for name, data in EARLIER.items():
         (eval_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (eval_dir / name).write_bytes(data)
-    capsys.readouterr()
-    assert TOOLS[tool]([str(checkpoint), *args]) == 2
-    err = capsys.readouterr().err
+    line = error_line(capsys, tool, checkpoint, *args, alone=True)
     assert snapshot(eval_dir) == EARLIER  # nothing replaced, added or half-written
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), err
-    return lines[0]
+    return f"{tool}: error: {line}"
